@@ -1,0 +1,1 @@
+"""Tables, the engine (SQLite WAL or PostgreSQL) and Alembic migrations."""

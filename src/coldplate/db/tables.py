@@ -1,0 +1,162 @@
+"""Every table coldplate keeps. Money in `*_micros` integers; datetimes UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class JoinToken(Base):
+    __tablename__ = "join_tokens"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+
+
+class Hostnode(Base):
+    __tablename__ = "hostnodes"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    region: Mapped[str] = mapped_column(String(20))
+    city: Mapped[str] = mapped_column(String(100), default="")
+    country: Mapped[str] = mapped_column(String(100), default="")
+    address: Mapped[str] = mapped_column(String(200), default="127.0.0.1")
+    status: Mapped[str] = mapped_column(String(20))
+    gpu_type: Mapped[str] = mapped_column(String(40))
+    gpu_count: Mapped[int]
+    gpu_memory_mb: Mapped[int] = mapped_column(default=0)
+    gpu_uuids: Mapped[list[Any]]
+    vcpus: Mapped[int]
+    memory_gb: Mapped[int]
+    disk_gb: Mapped[int]
+    port_lo: Mapped[int]
+    port_hi: Mapped[int]
+    gpu_price_micros: Mapped[int] = mapped_column(BigInteger)
+    spot_gpu_price_micros: Mapped[int] = mapped_column(BigInteger)
+    vcpu_price_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_gb_price_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_gb_price_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    uptime_pct: Mapped[float] = mapped_column(Float, default=100.0)
+    agent_token_hash: Mapped[str] = mapped_column(String(64), index=True)
+    heartbeat_timeout_s: Mapped[int] = mapped_column(default=30)
+    last_heartbeat_at: Mapped[datetime | None]
+    offline_since: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    # Allocation state: changed only with a compare-and-set on `generation`.
+    gpus_used: Mapped[list[Any]]
+    gpus_free: Mapped[int]
+    vcpus_used: Mapped[int] = mapped_column(default=0)
+    memory_gb_used: Mapped[int] = mapped_column(default=0)
+    disk_gb_used: Mapped[int] = mapped_column(default=0)
+    ports_used: Mapped[list[Any]]
+    generation: Mapped[int] = mapped_column(default=0)
+    # Bumped whenever what the agent should do changes (long-poll wake-up).
+    assignment_version: Mapped[int] = mapped_column(default=0)
+
+    __table_args__ = (
+        Index("ix_hostnodes_placement", "gpu_type", "status", "gpu_price_micros", "gpus_free"),
+    )
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    status: Mapped[str] = mapped_column(String(20))
+    desired: Mapped[str] = mapped_column(String(20))
+    status_reason: Mapped[str | None] = mapped_column(String(40))
+    failure_reason: Mapped[str | None] = mapped_column(String(1000))
+    restart_pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    gpu_type: Mapped[str] = mapped_column(String(40))
+    gpu_count: Mapped[int]
+    gpu_indices: Mapped[list[Any]]
+    vcpus: Mapped[int]
+    memory_gb: Mapped[int]
+    disk_gb: Mapped[int]
+    hostnode_id: Mapped[str | None] = mapped_column(ForeignKey("hostnodes.id"), index=True)
+    region: Mapped[str | None] = mapped_column(String(20))
+    image: Mapped[str] = mapped_column(String(500))
+    cmd: Mapped[list[Any] | None]
+    entrypoint: Mapped[list[Any] | None]
+    env: Mapped[dict[str, Any]]
+    ssh_keys: Mapped[list[Any]]
+    ports: Mapped[list[Any]]
+    ssh_port: Mapped[int | None]
+    labels: Mapped[dict[str, Any]]
+    spot: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_price_micros: Mapped[int | None] = mapped_column(BigInteger)
+    price_micros: Mapped[int] = mapped_column(BigInteger)
+    max_hours: Mapped[float | None]
+    grace_seconds: Mapped[int] = mapped_column(default=60)
+    force: Mapped[bool] = mapped_column(Boolean, default=False)
+    ip: Mapped[str | None] = mapped_column(String(100))
+    exit_code: Mapped[int | None]
+    exit_message: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    ready_at: Mapped[datetime | None]
+    stopped_at: Mapped[datetime | None]
+    terminated_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_instances_project_created", "project_id", "created_at", "id"),
+        Index("ix_instances_expires", "expires_at"),
+        # A name is unique in its project among instances that are not terminated.
+        Index("uq_instances_live_name", "project_id", "name", unique=True,
+              sqlite_where=text("status != 'terminated'"), postgresql_where=text("status != 'terminated'")),
+    )
+
+
+class Event(Base):
+    """The outbox: one row per state change, written in the same transaction."""
+
+    __tablename__ = "events"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    project_id: Mapped[str] = mapped_column(String(40), index=True)
+    instance_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    type: Mapped[str] = mapped_column(String(60))
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(String(40))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_keys"
+    project_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int]
+    body: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]

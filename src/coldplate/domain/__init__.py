@@ -1,0 +1,1 @@
+"""Pure logic with no I/O: lifecycle table, catalog, pricing, placement."""

@@ -1,0 +1,20 @@
+"""Prefixed random identifiers (`inst_…`, `hn_…`) and secrets (`cp_…`)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def new_id(prefix: str, length: int = 16) -> str:
+    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def new_secret(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()

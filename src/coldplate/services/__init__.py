@@ -1,0 +1,1 @@
+"""Use cases. Each takes a session and a clock, flushes, never commits, never raises HTTP errors."""

@@ -1,0 +1,158 @@
+"""Lifecycle verbs: user actions, agent reports, expiry and host loss. All go through `transition`."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coldplate.clock import Clock
+from coldplate.db.tables import Hostnode, Instance
+from coldplate.domain.lifecycle import Desired, Status, action_allowed
+from coldplate.services import capacity, hostnodes
+from coldplate.services.errors import InvalidState, NoCapacity
+from coldplate.services.instances import InstanceRequest, demand_on
+from coldplate.services.transitions import transition
+
+DEFAULT_GRACE_SECONDS = 60
+S = Status
+
+
+def _require(action: str, inst: Instance) -> Status:
+    current = Status(inst.status)
+    if not action_allowed(action, current):
+        raise InvalidState(f"cannot {action} an instance that is {current}", param="status")
+    return current
+
+
+def _drain(session: Session, *, clock: Clock, inst: Instance, desired: Desired, reason: str,
+           force: bool, grace_seconds: int | None) -> None:
+    inst.desired = desired.value
+    inst.force = force
+    inst.grace_seconds = 0 if force else (grace_seconds if grace_seconds is not None else DEFAULT_GRACE_SECONDS)
+    transition(session, clock=clock, inst=inst, target=S.DRAINING, reason=reason)
+
+
+def stop(session: Session, *, clock: Clock, inst: Instance, force: bool = False,
+         grace_seconds: int | None = None, reason: str = "user") -> Instance:
+    _require("stop", inst)
+    _drain(session, clock=clock, inst=inst, desired=Desired.STOPPED, reason=reason, force=force,
+           grace_seconds=grace_seconds)
+    return inst
+
+
+def terminate(session: Session, *, clock: Clock, inst: Instance, force: bool = False,
+              grace_seconds: int | None = None, reason: str = "user") -> Instance:
+    current = _require("terminate", inst)
+    if current in (S.PENDING, S.STOPPED, S.FAILED):
+        inst.desired = Desired.TERMINATED.value
+        transition(session, clock=clock, inst=inst, target=S.TERMINATED, reason=reason)
+    elif current is S.DRAINING:  # already stopping: make it a terminate, keep draining
+        inst.desired = Desired.TERMINATED.value
+        inst.restart_pending = False
+        inst.status_reason = reason
+        if force:
+            inst.force, inst.grace_seconds = True, 0
+        if inst.hostnode_id:
+            capacity.bump_assignments(session, inst.hostnode_id)
+        session.flush()
+    else:
+        _drain(session, clock=clock, inst=inst, desired=Desired.TERMINATED, reason=reason, force=force,
+               grace_seconds=grace_seconds)
+    return inst
+
+
+def start(session: Session, *, clock: Clock, inst: Instance, reason: str = "user") -> Instance:
+    _require("start", inst)
+    _reprovision(session, clock=clock, inst=inst, reason=reason)
+    return inst
+
+
+def restart(session: Session, *, clock: Clock, inst: Instance, force: bool = False,
+            grace_seconds: int | None = None) -> Instance:
+    _require("restart", inst)
+    inst.restart_pending = True
+    _drain(session, clock=clock, inst=inst, desired=Desired.RUNNING, reason="restart", force=force,
+           grace_seconds=grace_seconds)
+    return inst
+
+
+def _reprovision(session: Session, *, clock: Clock, inst: Instance, reason: str) -> None:
+    """stopped → provisioning on the same host: take its GPUs, vCPUs and memory back."""
+    assert inst.hostnode_id is not None
+    host_id = inst.hostnode_id
+    taken: list[int] = []
+
+    def change(host: Hostnode) -> dict[str, object]:
+        if host.status != "online":
+            raise NoCapacity(f"hostnode {host.id} is {host.status}", param="id")
+        free = [i for i in range(host.gpu_count) if i not in host.gpus_used]
+        if len(free) < inst.gpu_count or host.vcpus - host.vcpus_used < inst.vcpus \
+                or host.memory_gb - host.memory_gb_used < inst.memory_gb:
+            raise NoCapacity(f"hostnode {host.id} has no room to start {inst.name} again; "
+                             f"{len(free)} GPUs free, {inst.gpu_count} needed", param="id")
+        taken[:] = free[: inst.gpu_count]
+        return {"gpus_used": sorted([*host.gpus_used, *taken]), "vcpus_used": host.vcpus_used + inst.vcpus,
+                "memory_gb_used": host.memory_gb_used + inst.memory_gb}
+
+    capacity.mutate(session, host_id, change)
+    inst.gpu_indices = list(taken)
+    inst.desired = Desired.RUNNING.value
+    inst.restart_pending = False
+    inst.force = False
+    transition(session, clock=clock, inst=inst, target=S.PROVISIONING, reason=reason)
+
+
+def report(session: Session, *, clock: Clock, host: Hostnode, inst: Instance, status: Status,
+           failure_reason: str | None = None, exit_code: int | None = None,
+           exit_message: str | None = None) -> Instance:
+    """An agent observed `status`. Repeats of the current status are no-ops (agents retry)."""
+    if inst.hostnode_id != host.id:
+        raise InvalidState(f"instance {inst.id} is not on hostnode {host.id}", param="instance_id")
+    if Status(inst.status) is status:
+        return inst
+    if exit_code is not None:
+        inst.exit_code, inst.exit_message = exit_code, exit_message
+    if status is S.READY:
+        inst.ip = host.address
+    if status is S.FAILED:
+        transition(session, clock=clock, inst=inst, target=S.FAILED, reason="failed",
+                   failure_reason=failure_reason or "the agent reported a failure")
+        return inst
+    if status is S.STOPPED and inst.desired == Desired.TERMINATED.value:
+        status = S.TERMINATED  # the agent stopped it; we asked for more: it deletes next
+    transition(session, clock=clock, inst=inst, target=status)
+    if status is S.STOPPED and inst.restart_pending:
+        try:
+            _reprovision(session, clock=clock, inst=inst, reason="restart")
+        except NoCapacity:
+            inst.restart_pending = False
+    return inst
+
+
+def expire_due(session: Session, *, clock: Clock, limit: int = 100) -> list[str]:
+    """Terminate instances whose reservation or max_hours has run out."""
+    now = clock.now()
+    due = list(session.scalars(
+        select(Instance).where(Instance.expires_at <= now,
+                               Instance.status.notin_([S.TERMINATED.value, S.FAILED.value]))
+        .order_by(Instance.expires_at).limit(limit).with_for_update(skip_locked=True)
+    ))
+    done: list[str] = []
+    for inst in due:
+        if inst.status == S.DRAINING.value and inst.desired == Desired.TERMINATED.value:
+            continue
+        terminate(session, clock=clock, inst=inst, reason="expired")
+        done.append(inst.id)
+    return done
+
+
+def fail_lost(session: Session, *, clock: Clock, grace_seconds: float) -> list[str]:
+    """Instances on hosts offline for longer than the grace period fail with `host_lost`."""
+    lost = hostnodes.lost_instances(session, clock=clock, grace_seconds=grace_seconds)
+    for inst in lost:
+        transition(session, clock=clock, inst=inst, target=S.FAILED, reason="host_lost",
+                   failure_reason="the host stopped answering and did not come back in time")
+    return [i.id for i in lost]
+
+
+__all__ = ["InstanceRequest", "demand_on", "stop", "start", "restart", "terminate", "report"]

@@ -1,0 +1,78 @@
+"""Allocation state of hostnodes, changed only by compare-and-set on `generation`.
+
+Two writers that read the same generation cannot both commit: the second update matches no row
+and retries on a fresh read. That is what guarantees no GPU or port is ever given twice, on
+SQLite (where writes are serialised anyway) and on PostgreSQL under READ COMMITTED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from coldplate.db.tables import Hostnode
+from coldplate.domain.placement import HostSnapshot
+from coldplate.services import signals
+
+MAX_CAS_ATTEMPTS = 50
+
+
+class CasFailed(Exception):
+    pass
+
+
+def fresh_host(session: Session, host_id: str) -> Hostnode | None:
+    return session.scalars(
+        select(Hostnode).where(Hostnode.id == host_id).execution_options(populate_existing=True)
+    ).first()
+
+
+def snapshot(host: Hostnode, price_micros: int) -> HostSnapshot:
+    return HostSnapshot(
+        id=host.id, gpu_count=host.gpu_count, gpus_used=frozenset(host.gpus_used),
+        vcpus=host.vcpus, vcpus_used=host.vcpus_used, memory_gb=host.memory_gb,
+        memory_gb_used=host.memory_gb_used, disk_gb=host.disk_gb, disk_gb_used=host.disk_gb_used,
+        port_lo=host.port_lo, port_hi=host.port_hi, ports_used=frozenset(host.ports_used),
+        price_micros=price_micros, uptime_pct=host.uptime_pct,
+    )
+
+
+def compare_and_set(session: Session, host: Hostnode, values: dict[str, Any]) -> bool:
+    """Write allocation `values` if nobody changed the host since we read it."""
+    if "gpus_used" in values:
+        values["gpus_free"] = host.gpu_count - len(values["gpus_used"])
+    result = session.execute(
+        update(Hostnode)
+        .where(Hostnode.id == host.id, Hostnode.generation == host.generation)
+        .values(generation=Hostnode.generation + 1, assignment_version=Hostnode.assignment_version + 1,
+                **values)
+        .execution_options(synchronize_session=False)
+    )
+    ok = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if ok:
+        signals.touch(session, host.id)
+    return ok
+
+
+def mutate(session: Session, host_id: str, change: Callable[[Hostnode], dict[str, Any] | None]) -> None:
+    """Apply `change` (fresh host → new allocation values, or None for no change) with CAS retries."""
+    for _ in range(MAX_CAS_ATTEMPTS):
+        host = fresh_host(session, host_id)
+        if host is None:
+            return
+        values = change(host)
+        if values is None or compare_and_set(session, host, values):
+            return
+    raise CasFailed(host_id)
+
+
+def bump_assignments(session: Session, host_id: str) -> None:
+    session.execute(
+        update(Hostnode).where(Hostnode.id == host_id)
+        .values(assignment_version=Hostnode.assignment_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    signals.touch(session, host_id)

@@ -1,0 +1,261 @@
+"""Creating and reading instances: catalog resolution, placement, allocation in one transaction."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from coldplate.clock import Clock
+from coldplate.db.tables import Hostnode, Instance
+from coldplate.domain import catalog, placement, pricing
+from coldplate.domain.lifecycle import Desired, Status
+from coldplate.ids import new_id
+from coldplate.services import capacity, outbox
+from coldplate.services.errors import InvalidInput, NameTaken, NoCapacity, NotFound
+
+CANDIDATES = 32  # cheapest hosts considered per placement attempt
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    internal_port: int
+    external_port: int | None = None
+
+
+@dataclass(frozen=True)
+class InstanceRequest:
+    name: str
+    gpu: str
+    gpu_count: int = 1
+    vcpus: int | None = None
+    memory_gb: int | None = None
+    disk_gb: int = 20
+    region: str | None = None
+    hostnode_id: str | None = None
+    image: str = "busybox"
+    cmd: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    ssh_keys: list[str] = field(default_factory=list)
+    ports: list[PortRequest] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    spot: bool = False
+    max_price_micros: int | None = None
+    duration_hours: int | None = None
+    max_hours: float | None = None
+
+
+def _unit_price_column(spot: bool) -> Any:
+    return Hostnode.spot_gpu_price_micros if spot else Hostnode.gpu_price_micros
+
+
+def demand_on(host: Hostnode, req: InstanceRequest, gpu_count: int) -> placement.Demand:
+    vcpus = req.vcpus or placement.default_share(host.vcpus, gpu_count, host.gpu_count, minimum=2)
+    memory = req.memory_gb or placement.default_share(host.memory_gb, gpu_count, host.gpu_count, minimum=4)
+    fixed = tuple(p.external_port for p in req.ports if p.external_port is not None)
+    floating = 1 + sum(1 for p in req.ports if p.external_port is None)  # SSH + forwards
+    return placement.Demand(gpu_count=gpu_count, vcpus=vcpus, memory_gb=memory, disk_gb=req.disk_gb,
+                            ports=floating, fixed_ports=fixed)
+
+
+def price_on(host: Hostnode, demand: placement.Demand, spot: bool) -> int:
+    return pricing.instance_price_micros(
+        gpu_per_hour=host.spot_gpu_price_micros if spot else host.gpu_price_micros, gpu_count=demand.gpu_count,
+        vcpu_per_hour=host.vcpu_price_micros, vcpus=demand.vcpus,
+        memory_gb_per_hour=host.memory_gb_price_micros, memory_gb=demand.memory_gb,
+        disk_gb_per_hour=host.disk_gb_price_micros, disk_gb=demand.disk_gb,
+    )
+
+
+def _resolve(req: InstanceRequest) -> tuple[catalog.GpuType, int, str | None]:
+    gpu = catalog.resolve_gpu(req.gpu)
+    if gpu is None:
+        known = ", ".join(g.slug for g in catalog.GPU_TYPES)
+        raise InvalidInput(f"unknown GPU type {req.gpu!r}; known: {known}", param="gpu")
+    count = 0 if gpu.slug == "cpu" else req.gpu_count
+    if gpu.slug != "cpu" and count < 1:
+        raise InvalidInput("gpu_count must be at least 1", param="gpu_count")
+    region: str | None = None
+    if req.region is not None:
+        found = catalog.resolve_region(req.region)
+        if found is None:
+            raise InvalidInput(f"unknown region {req.region!r}; known: na, eu, apac", param="region")
+        region = found.slug
+    return gpu, count, region
+
+
+def candidate_hosts(session: Session, *, gpu_slug: str, gpu_count: int, region: str | None,
+                    hostnode_id: str | None, spot: bool, limit: int = CANDIDATES) -> list[Hostnode]:
+    query = select(Hostnode).where(Hostnode.status == "online", Hostnode.gpu_type == gpu_slug,
+                                   Hostnode.gpus_free >= gpu_count)
+    if region is not None:
+        query = query.where(Hostnode.region == region)
+    if hostnode_id is not None:
+        query = query.where(Hostnode.id == hostnode_id)
+    query = query.order_by(_unit_price_column(spot), Hostnode.gpus_free, Hostnode.uptime_pct.desc()).limit(limit)
+    return list(session.scalars(query.execution_options(populate_existing=True)))
+
+
+def create(session: Session, *, clock: Clock, project_id: str, req: InstanceRequest) -> Instance:
+    gpu, gpu_count, region = _resolve(req)
+    if req.hostnode_id is not None and session.get(Hostnode, req.hostnode_id) is None:
+        raise NotFound(f"hostnode {req.hostnode_id} not found", param="hostnode_id")
+    _check_name_free(session, project_id=project_id, name=req.name)
+    for _ in range(capacity.MAX_CAS_ATTEMPTS):
+        hosts = candidate_hosts(session, gpu_slug=gpu.slug, gpu_count=gpu_count, region=region,
+                                hostnode_id=req.hostnode_id, spot=req.spot)
+        options: list[tuple[placement.HostSnapshot, placement.Demand]] = []
+        by_id = {h.id: h for h in hosts}
+        for host in hosts:
+            demand = demand_on(host, req, gpu_count)
+            price = price_on(host, demand, req.spot)
+            if req.max_price_micros is None or price <= req.max_price_micros:
+                options.append((capacity.snapshot(host, price), demand))
+        ranked = placement.rank(options)
+        if not ranked:
+            raise NoCapacity(_no_capacity_detail(session, gpu, gpu_count, region, req), param="gpu")
+        choice, demand = ranked[0]
+        host = by_id[choice.id]
+        alloc = placement.allocate(choice, demand)
+        if capacity.compare_and_set(session, host, {
+            "gpus_used": sorted([*host.gpus_used, *alloc.gpu_indices]),
+            "vcpus_used": host.vcpus_used + demand.vcpus,
+            "memory_gb_used": host.memory_gb_used + demand.memory_gb,
+            "disk_gb_used": host.disk_gb_used + demand.disk_gb,
+            "ports_used": sorted([*host.ports_used, *alloc.ports]),
+        }):
+            return _insert(session, clock=clock, project_id=project_id, req=req, gpu=gpu, host=host,
+                           demand=demand, alloc=alloc, price=choice.price_micros)
+    raise NoCapacity("capacity changed too often while placing; retry", param="gpu")
+
+
+def _insert(session: Session, *, clock: Clock, project_id: str, req: InstanceRequest, gpu: catalog.GpuType,
+            host: Hostnode, demand: placement.Demand, alloc: placement.Allocation, price: int) -> Instance:
+    now = clock.now()
+    floating = iter(alloc.ports)
+    ssh_port = next(floating)
+    ports = [{"internal_port": p.internal_port,
+              "external_port": p.external_port if p.external_port is not None else next(floating)}
+             for p in req.ports]
+    inst = Instance(
+        id=new_id("inst"), project_id=project_id, name=req.name, status=Status.PROVISIONING.value,
+        desired=Desired.RUNNING.value, status_reason=None, failure_reason=None, restart_pending=False,
+        gpu_type=gpu.slug, gpu_count=demand.gpu_count, gpu_indices=list(alloc.gpu_indices),
+        vcpus=demand.vcpus, memory_gb=demand.memory_gb, disk_gb=demand.disk_gb, hostnode_id=host.id,
+        region=host.region, image=req.image, cmd=req.cmd, entrypoint=req.entrypoint, env=dict(req.env),
+        ssh_keys=list(req.ssh_keys), ports=ports, ssh_port=ssh_port, labels=dict(req.labels), spot=req.spot,
+        max_price_micros=req.max_price_micros, price_micros=price, max_hours=req.max_hours,
+        grace_seconds=60, force=False, ip=None, created_at=now, updated_at=now,
+        expires_at=_expiry(now, req),
+    )
+    session.add(inst)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent create took the name
+        raise NameTaken(f"an instance named {req.name!r} already exists", param="name") from exc
+    outbox.record(session, clock=clock, project_id=project_id, instance_id=inst.id, type="instance.provisioning",
+                  from_status=None, to_status=Status.PROVISIONING.value, reason="user",
+                  data={"hostnode_id": host.id})
+    return inst
+
+
+def _expiry(now: datetime, req: InstanceRequest) -> datetime | None:
+    limits = [h for h in (req.duration_hours, req.max_hours) if h is not None]
+    return now + timedelta(hours=min(limits)) if limits else None
+
+
+def _check_name_free(session: Session, *, project_id: str, name: str, exclude_id: str | None = None) -> None:
+    query = select(Instance.id).where(Instance.project_id == project_id, Instance.name == name,
+                                      Instance.status != Status.TERMINATED.value)
+    if exclude_id is not None:
+        query = query.where(Instance.id != exclude_id)
+    if session.scalars(query).first() is not None:
+        raise NameTaken(f"an instance named {name!r} already exists", param="name")
+
+
+def _no_capacity_detail(session: Session, gpu: catalog.GpuType, count: int, region: str | None,
+                        req: InstanceRequest) -> str:
+    wanted = f"{count}x {gpu.slug}" + (f" in {region}" if region else "")
+    rows = session.execute(
+        select(Hostnode.gpu_type, Hostnode.region, func.max(Hostnode.gpus_free))
+        .where(Hostnode.status == "online", Hostnode.gpus_free > 0)
+        .group_by(Hostnode.gpu_type, Hostnode.region).order_by(Hostnode.gpu_type, Hostnode.region)
+    ).all()
+    offers = [f"{n}x {g} in {r}" for g, r, n in rows if g == gpu.slug] + \
+             [f"{n}x {g} in {r}" for g, r, n in rows if g != gpu.slug]
+    price = " at or under the max price" if req.max_price_micros is not None else ""
+    if not offers:
+        return f"no capacity for {wanted}{price}; no GPUs are free anywhere"
+    return f"no capacity for {wanted}{price}; largest free on one node: " + ", ".join(offers[:8])
+
+
+def get(session: Session, *, project_id: str | None, ref: str) -> Instance:
+    """By id or by the name of a live instance; `project_id` None means any project (admin)."""
+    query = select(Instance).where(or_(Instance.id == ref,
+                                       and_(Instance.name == ref, Instance.status != Status.TERMINATED.value)))
+    if project_id is not None:
+        query = query.where(Instance.project_id == project_id)
+    inst = session.scalars(query.order_by(Instance.created_at.desc())).first()
+    if inst is None:
+        raise NotFound(f"instance {ref} not found", param="id")
+    return inst
+
+
+def list_page(session: Session, *, project_id: str | None, statuses: list[str] | None,
+              labels: dict[str, str], limit: int, cursor: str | None) -> tuple[list[Instance], str | None]:
+    query = select(Instance)
+    if project_id is not None:
+        query = query.where(Instance.project_id == project_id)
+    if statuses:
+        query = query.where(Instance.status.in_(statuses))
+    if cursor is not None:
+        created, last_id = _decode_cursor(cursor)
+        query = query.where(or_(Instance.created_at < created,
+                                and_(Instance.created_at == created, Instance.id < last_id)))
+    query = query.order_by(Instance.created_at.desc(), Instance.id.desc())
+    if not labels:
+        rows = list(session.scalars(query.limit(limit + 1)))
+    else:  # JSON label matching is done here so it works the same on SQLite and PostgreSQL
+        rows = []
+        for inst in session.scalars(query.execution_options(yield_per=500)):
+            if all(inst.labels.get(k) == v for k, v in labels.items()):
+                rows.append(inst)
+                if len(rows) > limit:
+                    break
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def _encode_cursor(inst: Instance) -> str:
+    raw = json.dumps([inst.created_at.isoformat(), inst.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, last_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(last_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("cursor is not one this API returned", param="cursor") from exc
+
+
+def update(session: Session, *, clock: Clock, inst: Instance, name: str | None,
+           labels: dict[str, str] | None) -> Instance:
+    if name is not None and name != inst.name:
+        _check_name_free(session, project_id=inst.project_id, name=name, exclude_id=inst.id)
+        inst.name = name
+    if labels is not None:
+        inst.labels = dict(labels)
+    inst.updated_at = clock.now()
+    outbox.record(session, clock=clock, project_id=inst.project_id, instance_id=inst.id, type="instance.updated",
+                  data={"name": inst.name, "labels": inst.labels})
+    session.flush()
+    return inst

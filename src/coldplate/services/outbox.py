@@ -1,0 +1,30 @@
+"""Writes outbox events; every state change calls this in its own transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coldplate.clock import Clock
+from coldplate.db.tables import Event
+from coldplate.ids import new_id
+
+
+def record(
+    session: Session, *, clock: Clock, project_id: str, type: str, instance_id: str | None = None,
+    from_status: str | None = None, to_status: str | None = None, reason: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> Event:
+    event = Event(
+        id=new_id("evt"), project_id=project_id, instance_id=instance_id, type=type,
+        from_status=from_status, to_status=to_status, reason=reason, data=data or {},
+        created_at=clock.now(),
+    )
+    session.add(event)
+    return event
+
+
+def instance_events(session: Session, *, instance_id: str) -> list[Event]:
+    return list(session.scalars(select(Event).where(Event.instance_id == instance_id).order_by(Event.seq)))

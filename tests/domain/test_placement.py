@@ -1,0 +1,47 @@
+from coldplate.domain.placement import Demand, HostSnapshot, allocate, default_share, fits, rank
+
+
+def host(id: str, *, gpus: int = 8, used: set[int] | None = None, price: int = 1, uptime: float = 100.0,
+         ports: tuple[int, int] = (10000, 10009), ports_used: set[int] | None = None) -> HostSnapshot:
+    return HostSnapshot(id=id, gpu_count=gpus, gpus_used=frozenset(used or ()), vcpus=64, vcpus_used=0,
+                        memory_gb=512, memory_gb_used=0, disk_gb=1000, disk_gb_used=0, port_lo=ports[0],
+                        port_hi=ports[1], ports_used=frozenset(ports_used or ()), price_micros=price,
+                        uptime_pct=uptime)
+
+
+D2 = Demand(gpu_count=2, vcpus=8, memory_gb=32, disk_gb=20, ports=1)
+
+
+def test_rank_by_price_then_best_fit_then_uptime() -> None:
+    cheap_roomy = host("a", price=1)
+    cheap_tight = host("b", price=1, used={0, 1, 2, 3, 4, 5})
+    dear = host("c", price=5)
+    cheap_tight_flaky = host("d", price=1, used={0, 1, 2, 3, 4, 5}, uptime=90.0)
+    order = [h.id for h, _ in rank([(dear, D2), (cheap_roomy, D2), (cheap_tight_flaky, D2), (cheap_tight, D2)])]
+    assert order == ["b", "d", "a", "c"]
+
+
+def test_hosts_that_do_not_fit_are_dropped() -> None:
+    full = host("full", used=set(range(7)))
+    no_ports = host("np", ports=(10000, 10000), ports_used={10000})
+    assert not fits(full, D2)
+    assert not fits(no_ports, D2)
+    assert rank([(full, D2), (no_ports, D2)]) == []
+
+
+def test_allocate_takes_lowest_free_indices_and_ports() -> None:
+    h = host("a", used={0, 2}, ports_used={10000})
+    alloc = allocate(h, Demand(gpu_count=2, vcpus=1, memory_gb=1, disk_gb=1, ports=2, fixed_ports=(10009,)))
+    assert alloc.gpu_indices == (1, 3)
+    assert alloc.ports == (10001, 10002, 10009)
+
+
+def test_fixed_port_must_be_free_and_in_range() -> None:
+    h = host("a", ports_used={10005})
+    assert not fits(h, Demand(gpu_count=1, vcpus=1, memory_gb=1, disk_gb=1, ports=1, fixed_ports=(10005,)))
+    assert not fits(h, Demand(gpu_count=1, vcpus=1, memory_gb=1, disk_gb=1, ports=1, fixed_ports=(20000,)))
+
+
+def test_default_share() -> None:
+    assert default_share(64, 2, 8, minimum=2) == 16
+    assert default_share(64, 0, 0, minimum=2) == 2
