@@ -1,0 +1,51 @@
+"""Bearer-key authentication and scope checks, as FastAPI dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from coldplate.api.problems import ApiProblem
+from coldplate.api.state import AppState
+from coldplate.db.tables import Hostnode
+from coldplate.services import hostnodes, projects
+from coldplate.services.projects import Principal
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def state(request: Request) -> AppState:
+    app_state: AppState = request.app.state.coldplate
+    return app_state
+
+
+def _secret(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or not credentials.credentials:
+        raise ApiProblem(401, "unauthorized", "send an API key as 'Authorization: Bearer cp_…'")
+    return credentials.credentials
+
+
+def require(scope: str) -> Callable[..., Principal]:
+    def dependency(request: Request,
+                   credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+        secret = _secret(credentials)
+        with state(request).tx() as session:
+            principal = projects.authenticate(session, secret=secret)
+        if scope not in principal.scopes and not principal.is_admin:
+            raise ApiProblem(403, "forbidden_scope", f"this key lacks the scope {scope!r}")
+        return principal
+
+    return dependency
+
+
+def agent_host(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Hostnode:
+    secret = _secret(credentials)
+    with state(request).tx() as session:
+        return hostnodes.authenticate_agent(session, token=secret)
+
+
+def scoped_project(principal: Principal) -> str | None:
+    """The project a principal may see: its own, or all for admins."""
+    return None if principal.is_admin else principal.project_id

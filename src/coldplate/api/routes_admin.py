@@ -1,0 +1,71 @@
+"""Projects, API keys and join tokens (admin only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from coldplate.api.auth import require, state
+from coldplate.api.schemas import JoinTokenIn, KeyIn, ProjectIn
+from coldplate.clock import isoformat
+from coldplate.db.tables import ApiKey, Project
+from coldplate.services import projects
+from coldplate.services.projects import Principal
+
+router = APIRouter(prefix="/v1")
+admin = require("admin")
+
+
+def _project(p: Project) -> dict[str, Any]:
+    return {"id": p.id, "name": p.name, "created_at": isoformat(p.created_at)}
+
+
+def _key(k: ApiKey) -> dict[str, Any]:
+    return {"id": k.id, "name": k.name, "project_id": k.project_id, "scopes": k.scopes,
+            "created_at": isoformat(k.created_at)}
+
+
+@router.post("/projects", status_code=201)
+def create_project(body: ProjectIn, request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
+    app = state(request)
+    with app.tx() as session:
+        return _project(projects.create_project(session, clock=app.clock, name=body.name))
+
+
+@router.get("/projects")
+def list_projects(request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
+    with state(request).tx() as session:
+        return {"data": [_project(p) for p in projects.list_projects(session)]}
+
+
+@router.post("/projects/{project_id}/keys", status_code=201)
+def create_key(project_id: str, body: KeyIn, request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
+    app = state(request)
+    with app.tx() as session:
+        key, secret = projects.create_key(session, clock=app.clock, project_id=project_id, name=body.name,
+                                          scopes=body.scopes)
+        return {**_key(key), "key": secret}
+
+
+@router.get("/projects/{project_id}/keys")
+def list_keys(project_id: str, request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
+    with state(request).tx() as session:
+        return {"data": [_key(k) for k in projects.list_keys(session, project_id=project_id)]}
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+def delete_key(key_id: str, request: Request, _: Principal = Depends(admin)) -> Response:
+    app = state(request)
+    with app.tx() as session:
+        projects.revoke_key(session, clock=app.clock, key_id=key_id)
+    return Response(status_code=204)
+
+
+@router.post("/join-tokens", status_code=201)
+def create_join_token(request: Request, body: JoinTokenIn | None = None,
+                      _: Principal = Depends(admin)) -> dict[str, Any]:
+    app = state(request)
+    with app.tx() as session:
+        token, secret = projects.create_join_token(session, clock=app.clock, name=(body or JoinTokenIn()).name)
+        return {"id": token.id, "name": token.name, "token": secret, "created_at": isoformat(token.created_at)}

@@ -1,0 +1,89 @@
+"""GPU types, regions, offers and hostnodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from coldplate.api.auth import require, state
+from coldplate.api.problems import ApiProblem
+from coldplate.api.schemas import HostnodePatch, gpu_view, hostnode_view
+from coldplate.domain import catalog, pricing
+from coldplate.services import hostnodes
+from coldplate.services import offers as offers_service
+from coldplate.services.projects import Principal
+
+router = APIRouter(prefix="/v1")
+reader = require("instances:read")
+
+
+@router.get("/gpu-types")
+def gpu_types(request: Request, _: Principal = Depends(reader)) -> dict[str, Any]:
+    with state(request).tx() as session:
+        avail = offers_service.availability(session)
+    data = []
+    for gpu in catalog.GPU_TYPES:
+        rows = [a for a in avail if a.gpu_type == gpu.slug]
+        data.append({
+            "slug": gpu.slug, "name": gpu.name, "vram_gb": gpu.vram_gb, "aliases": list(gpu.aliases),
+            "availability": [{"region": a.region, "gpus_free": a.gpus_free, "hosts": a.hosts,
+                              "min_price_per_hour": pricing.format_micros(a.min_price_micros),
+                              "max_price_per_hour": pricing.format_micros(a.max_price_micros)} for a in rows],
+        })
+    return {"data": data}
+
+
+@router.get("/regions")
+def regions(_: Principal = Depends(reader)) -> dict[str, Any]:
+    return {"data": [{"slug": r.slug, "name": r.name, "aliases": list(r.aliases)} for r in catalog.REGIONS]}
+
+
+@router.get("/offers")
+def offers(request: Request, _: Principal = Depends(reader), gpu: str = Query(min_length=1),
+           gpu_count: int = Query(default=1, ge=1, le=64), region: str | None = None,
+           spot: bool = False) -> dict[str, Any]:
+    gpu_type = catalog.resolve_gpu(gpu)
+    if gpu_type is None:
+        raise ApiProblem(422, "validation_error", f"unknown GPU type {gpu!r}", param="gpu")
+    region_slug = None
+    if region is not None:
+        found = catalog.resolve_region(region)
+        if found is None:
+            raise ApiProblem(422, "validation_error", f"unknown region {region!r}", param="region")
+        region_slug = found.slug
+    count = 0 if gpu_type.slug == "cpu" else gpu_count
+    with state(request).tx() as session:
+        found_offers = offers_service.offers(session, gpu_slug=gpu_type.slug, gpu_count=count,
+                                             region=region_slug, spot=spot)
+        data = [{
+            "hostnode_id": o.host.id, "hostnode_name": o.host.name, "region": o.host.region,
+            "location": {"city": o.host.city, "country": o.host.country},
+            "gpu": gpu_view(o.host.gpu_type, count), "gpus_free": o.host.gpus_free,
+            "price_per_hour": pricing.format_micros(o.price_micros), "spot": spot,
+            "vcpus_free": o.host.vcpus - o.host.vcpus_used, "memory_gb_free": o.host.memory_gb - o.host.memory_gb_used,
+            "disk_gb_free": o.host.disk_gb - o.host.disk_gb_used, "uptime_pct": o.host.uptime_pct,
+        } for o in found_offers]
+    return {"data": data}
+
+
+@router.get("/hostnodes")
+def list_hostnodes(request: Request, _: Principal = Depends(reader)) -> dict[str, Any]:
+    with state(request).tx() as session:
+        return {"data": [hostnode_view(h) for h in hostnodes.list_hostnodes(session)]}
+
+
+@router.get("/hostnodes/{host_id}")
+def get_hostnode(host_id: str, request: Request, _: Principal = Depends(reader)) -> dict[str, Any]:
+    with state(request).tx() as session:
+        return hostnode_view(hostnodes.get_hostnode(session, host_id))
+
+
+@router.patch("/hostnodes/{host_id}")
+def patch_hostnode(host_id: str, body: HostnodePatch, request: Request,
+                   _: Principal = Depends(require("admin"))) -> dict[str, Any]:
+    app = state(request)
+    with app.tx() as session:
+        host = hostnodes.update_hostnode(session, clock=app.clock, host_id=host_id, status=body.status,
+                                         prices_micros=body.prices.micros() if body.prices else None)
+        return hostnode_view(host)

@@ -1,0 +1,210 @@
+"""Request bodies (strict: unknown fields are errors) and the JSON views of stored objects."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from coldplate.clock import isoformat
+from coldplate.db.tables import Hostnode, Instance
+from coldplate.domain import catalog, pricing
+from coldplate.services.hostnodes import host_prices
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+SSH_KEY = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( .*)?$")
+Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=6)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PortIn(Strict):
+    internal_port: Port
+    external_port: Port | None = None
+
+
+class InstanceCreate(Strict):
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    gpu: str = Field(min_length=1, max_length=100)
+    gpu_count: int = Field(default=1, ge=0, le=64)
+    vcpus: int | None = Field(default=None, ge=1, le=1024)
+    memory_gb: int | None = Field(default=None, ge=1, le=16384)
+    disk_gb: int = Field(default=20, ge=1, le=100_000)
+    region: str | None = Field(default=None, max_length=40)
+    hostnode_id: str | None = Field(default=None, max_length=40)
+    image: str = Field(default="busybox", min_length=1, max_length=500)
+    cmd: list[str] | None = Field(default=None, max_length=256)
+    entrypoint: list[str] | None = Field(default=None, max_length=256)
+    env: dict[str, str] = Field(default_factory=dict)
+    ssh_keys: list[str] = Field(default_factory=list, max_length=64)
+    ports: list[PortIn] = Field(default_factory=list, max_length=32)
+    labels: dict[str, str] = Field(default_factory=dict)
+    spot: bool = False
+    max_price_per_hour: Money | None = None
+    duration_hours: int | None = Field(default=None, ge=1, le=168)
+    max_hours: float | None = Field(default=None, gt=0, le=8760)
+
+    @field_validator("ssh_keys")
+    @classmethod
+    def _ssh_keys(cls, keys: list[str]) -> list[str]:
+        for i, key in enumerate(keys):
+            if not SSH_KEY.match(key.strip()):
+                raise ValueError(f"ssh_keys[{i}] is not an OpenSSH public key")
+        return [k.strip() for k in keys]
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"env name {name!r} is not a valid variable name")
+        return env
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, ports: list[PortIn]) -> list[PortIn]:
+        internal = [p.internal_port for p in ports]
+        external = [p.external_port for p in ports if p.external_port is not None]
+        if len(set(internal)) != len(internal) or len(set(external)) != len(external):
+            raise ValueError("ports must not repeat an internal or external port")
+        return ports
+
+
+class InstanceUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=63, pattern=NAME_PATTERN)
+    labels: dict[str, str] | None = None
+
+
+class ActionIn(Strict):
+    force: bool = False
+    grace_seconds: int | None = Field(default=None, ge=0, le=3600)
+
+
+class ProjectIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class KeyIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[str] = Field(default_factory=lambda: ["instances:read", "instances:write", "billing:read"],
+                              min_length=1)
+
+
+class JoinTokenIn(Strict):
+    name: str = Field(default="agent", min_length=1, max_length=200)
+
+
+class PricesIn(Strict):
+    gpu_per_hour: Money | None = None
+    spot_gpu_per_hour: Money | None = None
+    vcpu_per_hour: Money | None = None
+    memory_gb_per_hour: Money | None = None
+    disk_gb_per_hour: Money | None = None
+
+    def micros(self) -> dict[str, int]:
+        return {k: pricing.to_micros(v) for k, v in self.model_dump(exclude_none=True).items()}
+
+
+class HostnodePatch(Strict):
+    status: Literal["online", "draining", "maintenance"] | None = None
+    prices: PricesIn | None = None
+
+
+class LocationIn(Strict):
+    city: str = Field(default="", max_length=100)
+    country: str = Field(default="", max_length=100)
+
+
+class GpuIn(Strict):
+    model: str = Field(default="cpu", max_length=100)
+    count: int = Field(default=0, ge=0, le=64)
+    memory_mb: int = Field(default=0, ge=0)
+    uuids: list[str] = Field(default_factory=list)
+    driver_version: str | None = None
+    simulated: bool = False
+
+
+class AgentPrices(Strict):
+    gpu_per_hour: Money
+    spot_gpu_per_hour: Money
+    vcpu_per_hour: Money = Decimal(0)
+    memory_gb_per_hour: Money = Decimal(0)
+    disk_gb_per_hour: Money = Decimal(0)
+
+
+class RegisterIn(Strict):
+    join_token: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200)
+    region: str
+    location: LocationIn = Field(default_factory=LocationIn)
+    gpu: GpuIn = Field(default_factory=GpuIn)
+    vcpus: int = Field(ge=1)
+    memory_gb: int = Field(ge=1)
+    disk_gb: int = Field(ge=1)
+    port_range: tuple[Port, Port]
+    prices: AgentPrices
+    address: str = Field(default="127.0.0.1", max_length=200)
+    heartbeat_timeout_seconds: int = Field(default=30, ge=1, le=3600)
+    uptime_pct: float = Field(default=100.0, ge=0, le=100)
+
+
+class ObservedInstance(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    status: str
+
+
+class HeartbeatIn(BaseModel):
+    model_config = ConfigDict(extra="allow")  # inventory and metrics grow with the agent
+    instances: list[ObservedInstance] = Field(default_factory=list)
+
+
+class TransitionIn(Strict):
+    status: Literal["starting", "ready", "stopped", "terminated", "failed"]
+    failure_reason: str | None = Field(default=None, max_length=1000)
+    exit_code: int | None = None
+    exit_message: str | None = Field(default=None, max_length=500)
+
+
+def gpu_view(slug: str, count: int) -> dict[str, Any]:
+    gpu = catalog.gpu_type(slug)
+    return {"type": gpu.slug, "name": gpu.name, "count": count}
+
+
+def instance_view(inst: Instance) -> dict[str, Any]:
+    ssh = f"ssh root@{inst.ip} -p {inst.ssh_port}" if inst.ip and inst.ssh_port else None
+    return {
+        "id": inst.id, "name": inst.name, "project_id": inst.project_id, "status": inst.status,
+        "status_reason": inst.status_reason, "failure_reason": inst.failure_reason,
+        "gpu": gpu_view(inst.gpu_type, inst.gpu_count), "gpu_indices": inst.gpu_indices, "vcpus": inst.vcpus,
+        "memory_gb": inst.memory_gb, "disk_gb": inst.disk_gb, "hostnode_id": inst.hostnode_id,
+        "region": inst.region, "image": inst.image, "cmd": inst.cmd, "entrypoint": inst.entrypoint,
+        "env": inst.env, "labels": inst.labels, "spot": inst.spot,
+        "price_per_hour": pricing.format_micros(inst.price_micros),
+        "max_price_per_hour": None if inst.max_price_micros is None else pricing.format_micros(inst.max_price_micros),
+        "ip": inst.ip, "ports": inst.ports, "ssh_port": inst.ssh_port, "ssh_command": ssh,
+        "exit_code": inst.exit_code, "exit_message": inst.exit_message,
+        "created_at": isoformat(inst.created_at), "ready_at": isoformat(inst.ready_at),
+        "stopped_at": isoformat(inst.stopped_at), "terminated_at": isoformat(inst.terminated_at),
+        "expires_at": isoformat(inst.expires_at),
+    }
+
+
+def hostnode_view(host: Hostnode) -> dict[str, Any]:
+    ports_total = host.port_hi - host.port_lo + 1
+    return {
+        "id": host.id, "name": host.name, "region": host.region,
+        "location": {"city": host.city, "country": host.country}, "status": host.status,
+        "gpu": gpu_view(host.gpu_type, host.gpu_count), "gpus_free": host.gpus_free,
+        "gpu_uuids": host.gpu_uuids, "vcpus": host.vcpus, "vcpus_free": host.vcpus - host.vcpus_used,
+        "memory_gb": host.memory_gb, "memory_gb_free": host.memory_gb - host.memory_gb_used,
+        "disk_gb": host.disk_gb, "disk_gb_free": host.disk_gb - host.disk_gb_used,
+        "port_range": [host.port_lo, host.port_hi], "ports_free": ports_total - len(host.ports_used),
+        "prices": host_prices(host), "uptime_pct": host.uptime_pct,
+        "last_heartbeat_at": isoformat(host.last_heartbeat_at), "created_at": isoformat(host.created_at),
+    }

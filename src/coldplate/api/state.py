@@ -1,0 +1,91 @@
+"""What the app holds: the session factory, the clock, settings, and the wake-up signals."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+
+from coldplate.clock import Clock
+from coldplate.services import signals
+
+
+class Signals:
+    """Per-key asyncio events set after a commit touched the key (a hostnode or an instance id).
+
+    Commits happen in worker threads; waiters live on the event loop."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def subscribe(self, key: str) -> asyncio.Event:
+        waiter = asyncio.Event()
+        with self._lock:
+            self._waiters.setdefault(key, set()).add(waiter)
+        return waiter
+
+    def unsubscribe(self, key: str, waiter: asyncio.Event) -> None:
+        with self._lock:
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[key]
+
+    async def wait(self, waiter: asyncio.Event, timeout: float) -> None:
+        """Wait for a wake-up, at most `timeout` and at most one second: other replicas' commits do
+        not reach this process, so callers re-read the database each second anyway."""
+        try:
+            await asyncio.wait_for(waiter.wait(), timeout=min(timeout, 1.0))
+        except TimeoutError:
+            pass
+
+    def notify(self, keys: set[str]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with self._lock:
+            hit = [w for k in keys for w in self._waiters.get(k, ())]
+        for waiter in hit:
+            loop.call_soon_threadsafe(waiter.set)
+
+
+@dataclass
+class Settings:
+    heartbeat_timeout_s: int = 30
+    host_lost_grace_s: float = 120.0
+    loop_interval_s: float = 1.0
+    run_loops: bool = True
+
+
+@dataclass
+class AppState:
+    sessions: sessionmaker[Session]
+    clock: Clock
+    settings: Settings = field(default_factory=Settings)
+    signals: Signals = field(default_factory=Signals)
+
+    def __post_init__(self) -> None:
+        @event.listens_for(self.sessions, "after_commit")
+        def _after_commit(session: Session) -> None:
+            self.signals.notify(signals.take(session))
+
+        @event.listens_for(self.sessions, "after_rollback")
+        def _after_rollback(session: Session) -> None:
+            signals.take(session)
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on any error."""
+        with self.sessions() as session, session.begin():
+            yield session

@@ -1,0 +1,16 @@
+"""Terminates instances whose reservation (`duration_hours`) or `max_hours` has run out."""
+
+from __future__ import annotations
+
+from coldplate.api.state import AppState
+from coldplate.services import actions
+
+
+def run_once(app: AppState) -> int:
+    done = 0
+    while True:
+        with app.tx() as session:
+            batch = actions.expire_due(session, clock=app.clock, limit=50)
+        done += len(batch)
+        if len(batch) < 50:
+            return done

@@ -1,0 +1,55 @@
+"""Starting the control plane: database, migrations, the admin key, the app, uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from coldplate.api.app import create_app
+from coldplate.api.state import AppState, Settings
+from coldplate.clock import Clock, SystemClock
+from coldplate.db.engine import make_engine, make_sessionmaker, migrate, sqlite_url
+from coldplate.services import projects
+
+log = logging.getLogger(__name__)
+
+
+def database_url(data_dir: Path, url: str | None) -> str:
+    if url:
+        return url
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return sqlite_url(data_dir / "coldplate.db")
+
+
+def build_state(url: str, *, clock: Clock | None = None, settings: Settings | None = None) -> AppState:
+    engine = make_engine(url)
+    migrate(engine)
+    return AppState(sessions=make_sessionmaker(engine), clock=clock or SystemClock(),
+                    settings=settings or Settings())
+
+
+def bootstrap_admin(app_state: AppState, *, data_dir: Path, env_key: str | None) -> str | None:
+    """Makes sure an admin key exists; a new one is written to `<data_dir>/admin-key` and returned."""
+    with app_state.tx() as session:
+        created = projects.ensure_admin(session, clock=app_state.clock, key=env_key)
+    key_file = data_dir / "admin-key"
+    key = created or env_key
+    if key is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+    return created
+
+
+def make_server_app(*, data_dir: Path, url: str | None) -> tuple[FastAPI, AppState, str | None]:
+    app_state = build_state(database_url(data_dir, url))
+    created = bootstrap_admin(app_state, data_dir=data_dir, env_key=os.environ.get("COLDPLATE_ADMIN_KEY"))
+    return create_app(app_state), app_state, created
+
+
+def serve(app: FastAPI, *, host: str, port: int) -> None:
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,132 @@
+"""Shared fixtures: a database per test on SQLite and (when configured) PostgreSQL, a fake clock,
+the app behind a TestClient, and helpers that register hosts through the real agent API."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from coldplate.api.app import create_app
+from coldplate.api.state import AppState, Settings
+from coldplate.clock import FakeClock
+from coldplate.server import build_state
+from coldplate.services import projects
+
+ADMIN_KEY = "cp_test_admin_key"
+PG_URL = os.environ.get("COLDPLATE_TEST_POSTGRES_URL")
+
+
+def _fresh_postgres() -> Iterator[str]:
+    assert PG_URL is not None
+    name = f"cp_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'coldplate.db'}"
+        return
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("COLDPLATE_TEST_POSTGRES_URL must be set in CI")
+        pytest.skip("COLDPLATE_TEST_POSTGRES_URL is not set")
+    yield from _fresh_postgres()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'coldplate.db'}"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def state(db_url: str, clock: FakeClock) -> Iterator[AppState]:
+    app_state = build_state(db_url, clock=clock, settings=Settings(run_loops=False, host_lost_grace_s=120))
+    with app_state.tx() as session:
+        projects.ensure_admin(session, clock=clock, key=ADMIN_KEY)
+    yield app_state
+    app_state.sessions.kw["bind"].dispose()
+
+
+@pytest.fixture
+def client(state: AppState) -> Iterator[TestClient]:
+    with TestClient(create_app(state), raise_server_exceptions=False) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        yield test_client
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+class Fleet:
+    """Registers hostnodes through the agent API and acts as their agents in tests."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.join_token = client.post("/v1/join-tokens", json={"name": "test"}).json()["token"]
+        self.tokens: dict[str, str] = {}
+        self._ports = 20000
+
+    def host(self, name: str, *, gpu: str = "H100", count: int = 8, region: str = "eu", price: str = "2.00",
+             spot: str = "1.00", ports: int = 100, **extra: Any) -> str:
+        body = {
+            "join_token": self.join_token, "name": name, "region": region,
+            "location": {"city": "Frankfurt", "country": "DE"}, "gpu": {"model": gpu, "count": count},
+            "vcpus": 16 * max(count, 1), "memory_gb": 128 * max(count, 1), "disk_gb": 2000,
+            "port_range": [self._ports, self._ports + ports - 1],
+            "prices": {"gpu_per_hour": price, "spot_gpu_per_hour": spot}, **extra,
+        }
+        self._ports += ports
+        response = self.client.post("/v1/agent/register", json=body)
+        assert response.status_code == 201, response.text
+        data = response.json()
+        self.tokens[data["hostnode_id"]] = data["agent_token"]
+        return str(data["hostnode_id"])
+
+    def report(self, host_id: str, instance_id: str, status: str, **extra: Any) -> Any:
+        return self.client.post(f"/v1/agent/instances/{instance_id}/transition", json={"status": status, **extra},
+                                headers=auth(self.tokens[host_id]))
+
+    def assignments(self, host_id: str, since: int = -1) -> dict[str, Any]:
+        response = self.client.get("/v1/agent/assignments", params={"since": since, "wait": 0},
+                                   headers=auth(self.tokens[host_id]))
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    def heartbeat(self, host_id: str) -> Any:
+        return self.client.post("/v1/agent/heartbeat", json={}, headers=auth(self.tokens[host_id]))
+
+
+@pytest.fixture
+def fleet(client: TestClient) -> Fleet:
+    return Fleet(client)
+
+
+@pytest.fixture
+def project_key(client: TestClient) -> str:
+    project = client.post("/v1/projects", json={"name": "team-a"}).json()
+    key = client.post(f"/v1/projects/{project['id']}/keys", json={"name": "ci"}).json()
+    return str(key["key"])
