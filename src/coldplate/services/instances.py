@@ -20,7 +20,7 @@ from coldplate.ids import new_id
 from coldplate.services import capacity, outbox
 from coldplate.services.errors import InvalidInput, NameTaken, NoCapacity, NotFound
 
-CANDIDATES = 32  # cheapest hosts considered per placement attempt
+CANDIDATES = 8  # cheapest hosts (by GPU price) ranked in full per placement attempt
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,8 @@ def _resolve(req: InstanceRequest) -> tuple[catalog.GpuType, int, str | None]:
 
 
 def candidate_hosts(session: Session, *, gpu_slug: str, gpu_count: int, region: str | None,
-                    hostnode_id: str | None, spot: bool, limit: int = CANDIDATES) -> list[Hostnode]:
+                    hostnode_id: str | None, spot: bool, limit: int = CANDIDATES, fresh: bool = False
+                    ) -> list[Hostnode]:
     query = select(Hostnode).where(Hostnode.status == "online", Hostnode.gpu_type == gpu_slug,
                                    Hostnode.gpus_free >= gpu_count)
     if region is not None:
@@ -100,17 +101,19 @@ def candidate_hosts(session: Session, *, gpu_slug: str, gpu_count: int, region: 
     if hostnode_id is not None:
         query = query.where(Hostnode.id == hostnode_id)
     query = query.order_by(_unit_price_column(spot), Hostnode.gpus_free, Hostnode.uptime_pct.desc()).limit(limit)
-    return list(session.scalars(query.execution_options(populate_existing=True)))
+    if fresh:  # a retry after a lost compare-and-set must not see the cached rows
+        query = query.execution_options(populate_existing=True)
+    return list(session.scalars(query))
 
 
 def create(session: Session, *, clock: Clock, project_id: str, req: InstanceRequest) -> Instance:
     gpu, gpu_count, region = _resolve(req)
     if req.hostnode_id is not None and session.get(Hostnode, req.hostnode_id) is None:
         raise NotFound(f"hostnode {req.hostnode_id} not found", param="hostnode_id")
-    _check_name_free(session, project_id=project_id, name=req.name)
-    for _ in range(capacity.MAX_CAS_ATTEMPTS):
+    # The name's uniqueness is enforced by the partial unique index when the row is inserted.
+    for attempt in range(capacity.MAX_CAS_ATTEMPTS):
         hosts = candidate_hosts(session, gpu_slug=gpu.slug, gpu_count=gpu_count, region=region,
-                                hostnode_id=req.hostnode_id, spot=req.spot)
+                                hostnode_id=req.hostnode_id, spot=req.spot, fresh=attempt > 0)
         options: list[tuple[placement.HostSnapshot, placement.Demand]] = []
         by_id = {h.id: h for h in hosts}
         for host in hosts:
