@@ -52,4 +52,5 @@ def make_server_app(*, data_dir: Path, url: str | None) -> tuple[FastAPI, AppSta
 
 
 def serve(app: FastAPI, *, host: str, port: int) -> None:
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    # Long-polls hold connections for up to a minute; agents retry, so shutdown need not wait for them.
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2)

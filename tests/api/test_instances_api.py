@@ -57,7 +57,7 @@ def test_full_lifecycle_and_events(client: TestClient, fleet: Fleet, project_key
     assert fleet.assignments(host)["assignments"][0]["desired"] == "stopped"
     fleet.report(host, iid, "stopped")  # type: ignore[arg-type]
     assert client.get(f"/v1/hostnodes/{host}").json()["gpus_free"] == 8  # GPUs released while stopped
-    started = client.post(f"/v1/instances/train-1/start", headers=auth(project_key)).json()
+    started = client.post("/v1/instances/train-1/start", headers=auth(project_key)).json()
     assert started["status"] == "provisioning"
     fleet.report(host, iid, "starting")  # type: ignore[arg-type]
     fleet.report(host, iid, "ready")  # type: ignore[arg-type]

@@ -1,7 +1,15 @@
-from coldplate.domain.lifecycle import (
-    ACTION_SOURCES, FINAL, TRANSITIONS, InvalidTransition, Status, action_allowed, can_transition, check_transition,
-)
 import pytest
+
+from coldplate.domain.lifecycle import (
+    ACTION_SOURCES,
+    FINAL,
+    TRANSITIONS,
+    InvalidTransition,
+    Status,
+    action_allowed,
+    can_transition,
+    check_transition,
+)
 
 
 def test_every_status_has_a_row() -> None:

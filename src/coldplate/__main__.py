@@ -1,0 +1,3 @@
+from coldplate.cli.main import app
+
+app()

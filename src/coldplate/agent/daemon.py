@@ -1,0 +1,186 @@
+"""One host agent: register, heartbeat, long-poll for assignments, converge each, report.
+
+The agent holds no state the server lacks: after a restart it re-registers (same name, same
+hostnode) and converges from the assignments it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from coldplate.agent.runtimes.base import Assignment, Runtime, RuntimeFailure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    region: str
+    gpu_model: str
+    gpu_count: int
+    vcpus: int
+    memory_gb: int
+    disk_gb: int
+    port_range: tuple[int, int]
+    prices: dict[str, str]
+    city: str = ""
+    country: str = ""
+    address: str = "127.0.0.1"
+    gpu_memory_mb: int = 0
+    gpu_uuids: list[str] = field(default_factory=list)
+    heartbeat_timeout_s: int = 30
+    start_delay_s: float = 0.0
+    failure_rate: float = 0.0
+
+    def registration(self, join_token: str) -> dict[str, Any]:
+        return {
+            "join_token": join_token, "name": self.name, "region": self.region,
+            "location": {"city": self.city, "country": self.country},
+            "gpu": {"model": self.gpu_model, "count": self.gpu_count, "memory_mb": self.gpu_memory_mb,
+                    "uuids": self.gpu_uuids},
+            "vcpus": self.vcpus, "memory_gb": self.memory_gb, "disk_gb": self.disk_gb,
+            "port_range": list(self.port_range), "prices": self.prices, "address": self.address,
+            "heartbeat_timeout_seconds": self.heartbeat_timeout_s,
+        }
+
+
+class Agent:
+    def __init__(self, *, server_url: str, join_token: str, spec: HostSpec, runtime: Runtime,
+                 client: httpx.AsyncClient | None = None, heartbeat_interval: float = 5.0,
+                 poll_wait: float = 25.0, retry_delay: float = 0.5) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.join_token = join_token
+        self.spec = spec
+        self.runtime = runtime
+        self.client = client or httpx.AsyncClient(timeout=poll_wait + 10)
+        self.heartbeat_interval = heartbeat_interval
+        self.poll_wait = poll_wait
+        self.retry_delay = retry_delay
+        self.hostnode_id: str | None = None
+        self.token: str | None = None
+        self._busy: dict[str, asyncio.Task[None]] = {}
+        self._register_lock = asyncio.Lock()
+
+    async def register(self) -> None:
+        response = await self.client.post(f"{self.server_url}/v1/agent/register",
+                                          json=self.spec.registration(self.join_token))
+        response.raise_for_status()
+        data = response.json()
+        self.hostnode_id, self.token = data["hostnode_id"], data["agent_token"]
+        log.info("registered", extra={"hostnode_id": self.hostnode_id, "host": self.spec.name})
+
+    async def _ensure_registered(self, stale: str | None) -> str:
+        """One registration at a time: the heartbeat and poll loops share the token, and each
+        registration rotates it, so a second concurrent one would invalidate the first."""
+        async with self._register_lock:
+            if self.token is None or self.token == stale:
+                await self.register()
+            assert self.token is not None
+            return self.token
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """An authenticated call; a 401 (server lost our token) re-registers and retries once."""
+        token = self.token or await self._ensure_registered(None)
+        for attempt in range(2):
+            response = await self.client.request(method, f"{self.server_url}{path}",
+                                                 headers={"Authorization": f"Bearer {token}"}, **kwargs)
+            if response.status_code != 401 or attempt == 1:
+                return response
+            token = await self._ensure_registered(token)
+        raise AssertionError("unreachable")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(self._forever(self._heartbeat_once, stop, self.heartbeat_interval)),
+                 asyncio.create_task(self._forever(self._poll_once, stop, 0.0))]
+        await stop.wait()
+        for task in [*tasks, *self._busy.values()]:
+            task.cancel()
+        await asyncio.gather(*tasks, *self._busy.values(), return_exceptions=True)
+
+    async def _forever(self, once: Any, stop: asyncio.Event, interval: float) -> None:
+        while not stop.is_set():
+            try:
+                await once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # network trouble or a server restart: retry, never die
+                log.warning("agent call failed; retrying", extra={"host": self.spec.name, "error": repr(exc)})
+                await asyncio.sleep(self.retry_delay)
+                continue
+            if not interval:  # let instance tasks run even if the server answers at once
+                await asyncio.sleep(0)
+                continue
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+
+    async def _heartbeat_once(self) -> None:
+        running = await self.runtime.running()
+        response = await self._call("POST", "/v1/agent/heartbeat",
+                                    json={"instances": [{"id": i, "status": "running"} for i in sorted(running)]})
+        response.raise_for_status()
+
+    _version = -1
+
+    async def _poll_once(self) -> None:
+        response = await self._call("GET", "/v1/agent/assignments",
+                                    params={"since": self._version, "wait": self.poll_wait})
+        response.raise_for_status()
+        data = response.json()
+        self._version = int(data["version"])
+        for item in data["assignments"]:
+            self._converge(Assignment.from_json(item))
+
+    def _converge(self, spec: Assignment) -> None:
+        """Start one task per instance that needs work; an instance never has two at once."""
+        work = None
+        if spec.desired == "running" and spec.status == "provisioning":
+            work = self._start(spec)
+        elif spec.status == "draining" and spec.desired in ("stopped", "running"):
+            work = self._stop(spec, delete=False)
+        elif spec.status == "draining" and spec.desired == "terminated":
+            work = self._stop(spec, delete=True)
+        if work is None:
+            return
+        if spec.instance_id in self._busy:
+            work.close()
+            return
+        task = asyncio.create_task(work)
+        self._busy[spec.instance_id] = task
+        task.add_done_callback(functools.partial(self._done, spec.instance_id))
+
+    def _done(self, instance_id: str, _task: asyncio.Task[None]) -> None:
+        self._busy.pop(instance_id, None)
+        self._version = -1  # re-read: the server may have moved on while we worked
+
+    async def _report(self, instance_id: str, status: str, **extra: Any) -> None:
+        response = await self._call("POST", f"/v1/agent/instances/{instance_id}/transition",
+                                    json={"status": status, **extra})
+        if response.status_code == 409:
+            log.info("transition refused", extra={"instance_id": instance_id, "status": status})
+            return
+        response.raise_for_status()
+
+    async def _start(self, spec: Assignment) -> None:
+        await self._report(spec.instance_id, "starting")
+        try:
+            await self.runtime.start(spec)
+        except RuntimeFailure as exc:
+            await self._report(spec.instance_id, "failed", failure_reason=str(exc))
+            return
+        await self._report(spec.instance_id, "ready")
+
+    async def _stop(self, spec: Assignment, *, delete: bool) -> None:
+        info = await self.runtime.stop(spec.instance_id, grace_seconds=spec.grace_seconds, force=spec.force)
+        if delete:
+            await self.runtime.delete(spec.instance_id)
+        await self._report(spec.instance_id, "terminated" if delete else "stopped",
+                           exit_code=info.exit_code, exit_message=info.exit_message)

@@ -1,0 +1,1 @@
+"""Runtimes run instances: `sim` (simulated); the interface is `base.Runtime`."""

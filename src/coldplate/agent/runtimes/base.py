@@ -1,0 +1,56 @@
+"""The runtime interface every runtime implements, and the assignment it is given."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Assignment:
+    instance_id: str
+    name: str
+    desired: str
+    status: str
+    image: str
+    cmd: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    gpu_indices: list[int] = field(default_factory=list)
+    vcpus: int = 1
+    memory_gb: int = 1
+    disk_gb: int = 1
+    ports: list[dict[str, int]] = field(default_factory=list)
+    ssh_port: int | None = None
+    ssh_keys: list[str] = field(default_factory=list)
+    grace_seconds: float = 60
+    force: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Assignment:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    exit_code: int | None
+    exit_message: str | None
+
+
+class RuntimeFailure(Exception):
+    """The instance could not be started; the message is shown to the user as `failure_reason`."""
+
+
+class Runtime(Protocol):
+    async def start(self, spec: Assignment) -> None:
+        """Create (first time) or start again, and return once the workload runs."""
+
+    async def stop(self, instance_id: str, *, grace_seconds: float, force: bool) -> ExitInfo:
+        """SIGTERM, wait `grace_seconds`, SIGKILL; keeps the instance's disk."""
+
+    async def delete(self, instance_id: str) -> None:
+        """Remove the instance and its disk."""
+
+    async def running(self) -> set[str]:
+        """Ids of the instances whose workload runs now."""

@@ -1,0 +1,39 @@
+"""A simulated runtime: instances are entries in memory, with configurable start delay and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from coldplate.agent.runtimes.base import Assignment, ExitInfo, RuntimeFailure
+
+
+class SimRuntime:
+    def __init__(self, *, start_delay_s: float = 0.0, failure_rate: float = 0.0,
+                 rng: random.Random | None = None) -> None:
+        self.start_delay_s = start_delay_s
+        self.failure_rate = failure_rate
+        self.rng = rng or random.Random()
+        self.instances: dict[str, str] = {}  # id → "running" | "exited"
+
+    async def start(self, spec: Assignment) -> None:
+        if self.start_delay_s:
+            await asyncio.sleep(self.start_delay_s)
+        if self.failure_rate and self.rng.random() < self.failure_rate:
+            raise RuntimeFailure("simulated start failure")
+        self.instances[spec.instance_id] = "running"
+
+    async def stop(self, instance_id: str, *, grace_seconds: float, force: bool) -> ExitInfo:
+        was_running = self.instances.get(instance_id) == "running"
+        self.instances[instance_id] = "exited"
+        if not was_running:
+            return ExitInfo(None, None)
+        if force:
+            return ExitInfo(137, "killed by signal 9 (SIGKILL)")
+        return ExitInfo(0, "exited with code 0")
+
+    async def delete(self, instance_id: str) -> None:
+        self.instances.pop(instance_id, None)
+
+    async def running(self) -> set[str]:
+        return {i for i, state in self.instances.items() if state == "running"}

@@ -1,0 +1,1 @@
+"""The `coldplate` command line. Resource commands only talk to the SDK."""

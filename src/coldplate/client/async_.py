@@ -1,0 +1,122 @@
+"""The asynchronous SDK client: the same methods as `Client`, as coroutines."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TypeVar
+
+import httpx
+
+from coldplate.client import models
+from coldplate.client import operations as ops
+from coldplate.client.errors import WaitTimeoutError, raise_for_problem
+
+T = TypeVar("T")
+WAIT_CHUNK_S = 30.0
+
+
+class AsyncClient:
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 60.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport,
+                                  headers={"Authorization": f"Bearer {api_key}"})
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _do(self, op: ops.Op[T]) -> T:
+        response = await self._http.request(op.method, op.path, params=op.params or None, json=op.json,
+                                            headers=op.headers or None)
+        raise_for_problem(response)
+        return op.parse(response.json() if response.content else None)
+
+    async def create_instance(self, *, idempotency_key: str | None = None, **fields: Any) -> models.Instance:
+        return await self._do(ops.create_instance(fields, idempotency_key))
+
+    async def list_instances(self, *, status: str | list[str] | None = None, label: dict[str, str] | None = None,
+                       limit: int | None = None) -> list[models.Instance]:
+        out: list[models.Instance] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await self._do(ops.list_instances_page(status, label, limit, cursor))
+            out += page
+            if cursor is None:
+                return out
+
+    async def get_instance(self, ref: str) -> models.Instance:
+        return await self._do(ops.get_instance(ref))
+
+    async def update_instance(self, ref: str, *, name: str | None = None,
+                        labels: dict[str, str] | None = None) -> models.Instance:
+        return await self._do(ops.update_instance(ref, name, labels))
+
+    async def stop_instance(self, ref: str, *, force: bool = False,
+                            grace_seconds: int | None = None) -> models.Instance:
+        return await self._do(ops.action(ref, "stop", force, grace_seconds))
+
+    async def start_instance(self, ref: str) -> models.Instance:
+        return await self._do(ops.action(ref, "start"))
+
+    async def restart_instance(self, ref: str, *, force: bool = False) -> models.Instance:
+        return await self._do(ops.action(ref, "restart", force))
+
+    async def terminate_instance(self, ref: str, *, force: bool = False,
+                           grace_seconds: int | None = None) -> models.Instance:
+        return await self._do(ops.action(ref, "terminate", force, grace_seconds))
+
+    async def wait_instance(self, ref: str, *, status: str = "ready", timeout: float = 60.0) -> models.Instance:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            chunk = max(0.0, min(WAIT_CHUNK_S, deadline - asyncio.get_running_loop().time()))
+            try:
+                return await self._do(ops.wait_instance(ref, status, chunk))
+            except WaitTimeoutError:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+
+    async def instance_events(self, ref: str) -> list[models.InstanceEvent]:
+        return await self._do(ops.instance_events(ref))
+
+    async def gpu_types(self) -> list[models.GpuType]:
+        return await self._do(ops.gpu_types())
+
+    async def regions(self) -> list[models.Region]:
+        return await self._do(ops.regions())
+
+    async def offers(self, *, gpu: str, gpu_count: int | None = None, region: str | None = None,
+               spot: bool | None = None) -> list[models.Offer]:
+        return await self._do(ops.offers(gpu, gpu_count, region, spot))
+
+    async def hostnodes(self) -> list[models.Hostnode]:
+        return await self._do(ops.hostnodes())
+
+    async def get_hostnode(self, host_id: str) -> models.Hostnode:
+        return await self._do(ops.get_hostnode(host_id))
+
+    async def update_hostnode(self, host_id: str, *, status: str | None = None,
+                        prices: dict[str, str] | None = None) -> models.Hostnode:
+        return await self._do(ops.update_hostnode(host_id, status, prices))
+
+    async def create_project(self, name: str) -> models.Project:
+        return await self._do(ops.create_project(name))
+
+    async def list_projects(self) -> list[models.Project]:
+        return await self._do(ops.list_projects())
+
+    async def create_key(self, project_id: str, name: str, scopes: list[str] | None = None) -> models.ApiKey:
+        return await self._do(ops.create_key(project_id, name, scopes))
+
+    async def list_keys(self, project_id: str) -> list[models.ApiKey]:
+        return await self._do(ops.list_keys(project_id))
+
+    async def delete_key(self, key_id: str) -> None:
+        await self._do(ops.delete_key(key_id))
+
+    async def create_join_token(self, name: str | None = None) -> models.JoinToken:
+        return await self._do(ops.create_join_token(name))

@@ -1,0 +1,122 @@
+"""The synchronous SDK client."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TypeVar
+
+import httpx
+
+from coldplate.client import models
+from coldplate.client import operations as ops
+from coldplate.client.errors import WaitTimeoutError, raise_for_problem
+
+T = TypeVar("T")
+WAIT_CHUNK_S = 30.0
+
+
+class Client:
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport,
+                                  headers={"Authorization": f"Bearer {api_key}"})
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _do(self, op: ops.Op[T]) -> T:
+        response = self._http.request(op.method, op.path, params=op.params or None, json=op.json,
+                                      headers=op.headers or None)
+        raise_for_problem(response)
+        return op.parse(response.json() if response.content else None)
+
+    def create_instance(self, *, idempotency_key: str | None = None, **fields: Any) -> models.Instance:
+        return self._do(ops.create_instance(fields, idempotency_key))
+
+    def list_instances(self, *, status: str | list[str] | None = None, label: dict[str, str] | None = None,
+                       limit: int | None = None) -> list[models.Instance]:
+        out: list[models.Instance] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = self._do(ops.list_instances_page(status, label, limit, cursor))
+            out += page
+            if cursor is None:
+                return out
+
+    def get_instance(self, ref: str) -> models.Instance:
+        return self._do(ops.get_instance(ref))
+
+    def update_instance(self, ref: str, *, name: str | None = None,
+                        labels: dict[str, str] | None = None) -> models.Instance:
+        return self._do(ops.update_instance(ref, name, labels))
+
+    def stop_instance(self, ref: str, *, force: bool = False,
+                            grace_seconds: int | None = None) -> models.Instance:
+        return self._do(ops.action(ref, "stop", force, grace_seconds))
+
+    def start_instance(self, ref: str) -> models.Instance:
+        return self._do(ops.action(ref, "start"))
+
+    def restart_instance(self, ref: str, *, force: bool = False) -> models.Instance:
+        return self._do(ops.action(ref, "restart", force))
+
+    def terminate_instance(self, ref: str, *, force: bool = False,
+                           grace_seconds: int | None = None) -> models.Instance:
+        return self._do(ops.action(ref, "terminate", force, grace_seconds))
+
+    def wait_instance(self, ref: str, *, status: str = "ready", timeout: float = 60.0) -> models.Instance:
+        deadline = time.monotonic() + timeout
+        while True:
+            chunk = max(0.0, min(WAIT_CHUNK_S, deadline - time.monotonic()))
+            try:
+                return self._do(ops.wait_instance(ref, status, chunk))
+            except WaitTimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+
+    def instance_events(self, ref: str) -> list[models.InstanceEvent]:
+        return self._do(ops.instance_events(ref))
+
+    def gpu_types(self) -> list[models.GpuType]:
+        return self._do(ops.gpu_types())
+
+    def regions(self) -> list[models.Region]:
+        return self._do(ops.regions())
+
+    def offers(self, *, gpu: str, gpu_count: int | None = None, region: str | None = None,
+               spot: bool | None = None) -> list[models.Offer]:
+        return self._do(ops.offers(gpu, gpu_count, region, spot))
+
+    def hostnodes(self) -> list[models.Hostnode]:
+        return self._do(ops.hostnodes())
+
+    def get_hostnode(self, host_id: str) -> models.Hostnode:
+        return self._do(ops.get_hostnode(host_id))
+
+    def update_hostnode(self, host_id: str, *, status: str | None = None,
+                        prices: dict[str, str] | None = None) -> models.Hostnode:
+        return self._do(ops.update_hostnode(host_id, status, prices))
+
+    def create_project(self, name: str) -> models.Project:
+        return self._do(ops.create_project(name))
+
+    def list_projects(self) -> list[models.Project]:
+        return self._do(ops.list_projects())
+
+    def create_key(self, project_id: str, name: str, scopes: list[str] | None = None) -> models.ApiKey:
+        return self._do(ops.create_key(project_id, name, scopes))
+
+    def list_keys(self, project_id: str) -> list[models.ApiKey]:
+        return self._do(ops.list_keys(project_id))
+
+    def delete_key(self, key_id: str) -> None:
+        self._do(ops.delete_key(key_id))
+
+    def create_join_token(self, name: str | None = None) -> models.JoinToken:
+        return self._do(ops.create_join_token(name))

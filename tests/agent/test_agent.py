@@ -1,0 +1,150 @@
+"""The agent against a stand-in server (httpx.MockTransport): a peer the unit test replaces.
+The real server is exercised by tests/e2e."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from coldplate.agent.daemon import Agent, HostSpec
+from coldplate.agent.fleet import DEMO_FLEET, FleetError, load_fleet
+from coldplate.agent.runtimes.base import Assignment
+from coldplate.agent.runtimes.sim import SimRuntime
+
+SPEC = HostSpec(name="h", region="eu", gpu_model="H100", gpu_count=8, vcpus=64, memory_gb=512, disk_gb=1000,
+                port_range=(20000, 20999), prices={"gpu_per_hour": "2", "spot_gpu_per_hour": "1"})
+
+
+class StandInServer:
+    """Answers the agent protocol from a script of assignment lists; records every call."""
+
+    def __init__(self, rounds: list[list[dict[str, Any]]]) -> None:
+        self.rounds = rounds
+        self.registrations = 0
+        self.valid_token: str | None = None
+        self.reports: list[tuple[str, str]] = []
+        self.unauthorized = 0
+        self.calls = 0
+        self.position = 0  # like the server's version, it never goes back
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.calls += 1
+        if path == "/v1/agent/register":
+            self.registrations += 1
+            self.valid_token = f"cpa_{self.registrations}"
+            return httpx.Response(201, json={"hostnode_id": "hn_1", "agent_token": self.valid_token})
+        if request.headers.get("Authorization") != f"Bearer {self.valid_token}":
+            self.unauthorized += 1
+            return httpx.Response(401, json={"code": "unauthorized"})
+        if path == "/v1/agent/heartbeat":
+            return httpx.Response(200, json={"status": "online"})
+        if path == "/v1/agent/assignments":
+            since = int(request.url.params["since"])
+            index = self.position = max(self.position, min(since + 1, len(self.rounds) - 1))
+            if index <= since:  # nothing new: a long-poll waits
+                await asyncio.sleep(float(request.url.params["wait"]))
+            return httpx.Response(200, json={"version": index, "assignments": self.rounds[index]})
+        if path.endswith("/transition"):
+            self.reports.append((path.split("/")[4], json.loads(request.content)["status"]))
+            return httpx.Response(200, json={})
+        return httpx.Response(404)
+
+
+def assignment(status: str, desired: str) -> dict[str, Any]:
+    return {"instance_id": "inst_1", "name": "a", "desired": desired, "status": status, "image": "busybox",
+            "gpu_indices": [0], "grace_seconds": 1, "force": False, "surprise_field": 1}
+
+
+async def run_agent(server: StandInServer, runtime: SimRuntime, until: Any) -> None:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(server.handler))
+    agent = Agent(server_url="http://cp", join_token="cpj", spec=SPEC, runtime=runtime, client=client,
+                  heartbeat_interval=0.01, poll_wait=0.01, retry_delay=0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    for _ in range(500):
+        if until():
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await task
+    await client.aclose()
+
+
+async def test_converges_start_then_stop() -> None:
+    server = StandInServer([[assignment("provisioning", "running")], [assignment("draining", "stopped")]])
+    runtime = SimRuntime()
+    await run_agent(server, runtime, lambda: ("inst_1", "stopped") in server.reports)
+    assert server.reports[:3] == [("inst_1", "starting"), ("inst_1", "ready"), ("inst_1", "stopped")]
+    assert runtime.instances == {"inst_1": "exited"}
+
+
+async def test_terminate_deletes() -> None:
+    server = StandInServer([[assignment("provisioning", "running")], [assignment("draining", "terminated")]])
+    runtime = SimRuntime()
+    await run_agent(server, runtime, lambda: ("inst_1", "terminated") in server.reports)
+    assert runtime.instances == {}
+
+
+async def test_start_failure_is_reported() -> None:
+    server = StandInServer([[assignment("provisioning", "running")]])
+    await run_agent(server, SimRuntime(failure_rate=1.0), lambda: ("inst_1", "failed") in server.reports)
+    assert ("inst_1", "ready") not in server.reports
+
+
+async def test_concurrent_loops_register_once() -> None:
+    """Heartbeat and poll loops start together; a second registration would rotate the token
+    and make the first loop's calls fail with 401 (seen in `coldplate up --demo`)."""
+    server = StandInServer([[]])
+    await run_agent(server, SimRuntime(), lambda: server.calls >= 20)
+    assert server.registrations == 1
+    assert server.unauthorized == 0
+
+
+async def test_lost_token_re_registers() -> None:
+    server = StandInServer([[]])
+    agent_done = asyncio.Event()
+
+    async def revoke_then_wait() -> None:
+        await asyncio.sleep(0.05)
+        server.valid_token = "revoked"
+        await asyncio.sleep(0.1)
+        agent_done.set()
+
+    revoker = asyncio.create_task(revoke_then_wait())
+    await run_agent(server, SimRuntime(), agent_done.is_set)
+    await revoker
+    assert server.registrations == 2
+
+
+async def test_sim_runtime_exit_codes() -> None:
+    runtime = SimRuntime()
+    spec = Assignment.from_json(assignment("provisioning", "running"))
+    await runtime.start(spec)
+    assert await runtime.running() == {"inst_1"}
+    assert (await runtime.stop("inst_1", grace_seconds=1, force=True)).exit_message == "killed by signal 9 (SIGKILL)"
+    await runtime.start(spec)
+    assert (await runtime.stop("inst_1", grace_seconds=1, force=False)).exit_code == 0
+
+
+def test_demo_fleet_loads_with_distinct_ports() -> None:
+    specs = load_fleet(DEMO_FLEET)
+    assert len(specs) == 12 and {s.region for s in specs} == {"na", "eu", "apac"}
+    ranges = sorted(s.port_range for s in specs)
+    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    many = load_fleet(DEMO_FLEET, hosts=30)
+    assert len(many) == 30 and len({s.name for s in many}) == 30
+    ranges = sorted(s.port_range for s in many)
+    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+
+
+def test_bad_fleet_file(tmp_path: Path) -> None:
+    bad = tmp_path / "f.yaml"
+    bad.write_text("hosts:\n  - {name_prefix: x}\n")
+    with pytest.raises(FleetError):
+        load_fleet(bad)
