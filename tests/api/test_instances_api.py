@@ -308,3 +308,22 @@ def test_unknown_routes_are_problems(client: TestClient) -> None:
     response = client.get("/v1/nothing-here")
     assert response.status_code == 404 and response.headers["content-type"] == PROBLEM
     assert client.get("/v1/instances/inst_missing").json()["code"] == "not_found"
+
+
+def test_ssh_key_ids_resolve_to_stored_keys(client: TestClient, fleet: Fleet, project_key: str) -> None:
+    host = fleet.host("h1")
+    public = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk8a4d0 user@laptop"
+    bad = client.post("/v1/ssh-keys", json={"name": "x", "public_key": "hello"}, headers=auth(project_key))
+    assert bad.status_code == 422 and bad.json()["param"] == "public_key"
+    key = client.post("/v1/ssh-keys", json={"name": "laptop", "public_key": public}, headers=auth(project_key))
+    assert key.status_code == 201
+    inst = create(client, project_key, ssh_key_ids=[key.json()["id"]])
+    assert fleet.assignments(host)["assignments"][0]["ssh_keys"] == [public]
+    assert inst["status"] == "provisioning"
+    unknown = client.post("/v1/instances", json={"name": "b", "gpu": "h100", "ssh_key_ids": ["sshkey_nope"]},
+                          headers=auth(project_key))
+    assert unknown.status_code == 422 and unknown.json()["param"] == "ssh_key_ids.0"
+    listed = client.get("/v1/ssh-keys", headers=auth(project_key)).json()["data"]
+    assert [k["name"] for k in listed] == ["laptop"]
+    assert client.delete(f"/v1/ssh-keys/{key.json()['id']}", headers=auth(project_key)).status_code == 204
+    assert client.delete(f"/v1/ssh-keys/{key.json()['id']}", headers=auth(project_key)).status_code == 404

@@ -29,7 +29,7 @@ def _request(body: InstanceCreate) -> InstanceRequest:
     return InstanceRequest(
         name=body.name, gpu=body.gpu, gpu_count=body.gpu_count, vcpus=body.vcpus, memory_gb=body.memory_gb,
         disk_gb=body.disk_gb, region=body.region, hostnode_id=body.hostnode_id, image=body.image, cmd=body.cmd,
-        entrypoint=body.entrypoint, env=body.env, ssh_keys=body.ssh_keys,
+        entrypoint=body.entrypoint, env=body.env, ssh_keys=body.ssh_keys, ssh_key_ids=body.ssh_key_ids,
         ports=[PortRequest(p.internal_port, p.external_port) for p in body.ports], labels=body.labels,
         spot=body.spot, duration_hours=body.duration_hours, max_hours=body.max_hours,
         max_price_micros=None if body.max_price_per_hour is None else pricing.to_micros(body.max_price_per_hour),

@@ -23,6 +23,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def openssh_public_key(key: str, what: str) -> str:
+    if not SSH_KEY.match(key.strip()):
+        raise ValueError(f"{what} is not an OpenSSH public key")
+    return key.strip()
+
+
+class SshKeyIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    public_key: str = Field(min_length=1, max_length=16384)
+
+    @field_validator("public_key")
+    @classmethod
+    def _public_key(cls, key: str) -> str:
+        return openssh_public_key(key, "public_key")
+
+
 class PortIn(Strict):
     internal_port: Port
     external_port: Port | None = None
@@ -42,6 +58,7 @@ class InstanceCreate(Strict):
     entrypoint: list[str] | None = Field(default=None, max_length=256)
     env: dict[str, str] = Field(default_factory=dict)
     ssh_keys: list[str] = Field(default_factory=list, max_length=64)
+    ssh_key_ids: list[str] = Field(default_factory=list, max_length=64)
     ports: list[PortIn] = Field(default_factory=list, max_length=32)
     labels: dict[str, str] = Field(default_factory=dict)
     spot: bool = False
@@ -52,10 +69,7 @@ class InstanceCreate(Strict):
     @field_validator("ssh_keys")
     @classmethod
     def _ssh_keys(cls, keys: list[str]) -> list[str]:
-        for i, key in enumerate(keys):
-            if not SSH_KEY.match(key.strip()):
-                raise ValueError(f"ssh_keys[{i}] is not an OpenSSH public key")
-        return [k.strip() for k in keys]
+        return [openssh_public_key(key, f"ssh_keys[{i}]") for i, key in enumerate(keys)]
 
     @field_validator("env")
     @classmethod

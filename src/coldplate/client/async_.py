@@ -120,3 +120,12 @@ class AsyncClient:
 
     async def create_join_token(self, name: str | None = None) -> models.JoinToken:
         return await self._do(ops.create_join_token(name))
+
+    async def create_ssh_key(self, name: str, public_key: str) -> models.SshKey:
+        return await self._do(ops.create_ssh_key(name, public_key))
+
+    async def list_ssh_keys(self) -> list[models.SshKey]:
+        return await self._do(ops.list_ssh_keys())
+
+    async def delete_ssh_key(self, key_id: str) -> None:
+        await self._do(ops.delete_ssh_key(key_id))

@@ -113,6 +113,13 @@ class ApiKey(Model):
     key: str | None = None  # only when created
 
 
+class SshKey(Model):
+    id: str
+    name: str
+    public_key: str
+    created_at: str
+
+
 class JoinToken(Model):
     id: str
     name: str

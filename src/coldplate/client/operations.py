@@ -127,3 +127,15 @@ def delete_key(key_id: str) -> Op[None]:
 
 def create_join_token(name: str | None) -> Op[models.JoinToken]:
     return Op("POST", "/v1/join-tokens", one(models.JoinToken), json=_clean({"name": name}))
+
+
+def create_ssh_key(name: str, public_key: str) -> Op[models.SshKey]:
+    return Op("POST", "/v1/ssh-keys", one(models.SshKey), json={"name": name, "public_key": public_key})
+
+
+def list_ssh_keys() -> Op[list[models.SshKey]]:
+    return Op("GET", "/v1/ssh-keys", many(models.SshKey))
+
+
+def delete_ssh_key(key_id: str) -> Op[None]:
+    return Op("DELETE", f"/v1/ssh-keys/{key_id}", nothing)

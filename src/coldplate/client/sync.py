@@ -120,3 +120,12 @@ class Client:
 
     def create_join_token(self, name: str | None = None) -> models.JoinToken:
         return self._do(ops.create_join_token(name))
+
+    def create_ssh_key(self, name: str, public_key: str) -> models.SshKey:
+        return self._do(ops.create_ssh_key(name, public_key))
+
+    def list_ssh_keys(self) -> list[models.SshKey]:
+        return self._do(ops.list_ssh_keys())
+
+    def delete_ssh_key(self, key_id: str) -> None:
+        self._do(ops.delete_ssh_key(key_id))

@@ -31,6 +31,15 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class SshKey(Base):
+    __tablename__ = "ssh_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    public_key: Mapped[str] = mapped_column(String(16384))
+    created_at: Mapped[datetime]
+
+
 class JoinToken(Base):
     __tablename__ = "join_tokens"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -165,7 +165,8 @@ def mark_silent_offline(session: Session, *, clock: Clock) -> list[str]:
     """Online hosts whose heartbeat is older than their timeout go offline."""
     now = clock.now()
     gone: list[str] = []
-    for host in session.scalars(select(Hostnode).where(Hostnode.status.in_(ADMIN_STATUSES))):
+    query = select(Hostnode).where(Hostnode.status.in_(ADMIN_STATUSES)).with_for_update(skip_locked=True)
+    for host in session.scalars(query):
         last = as_utc(host.last_heartbeat_at) if host.last_heartbeat_at else as_utc(host.created_at)
         if now - last > timedelta(seconds=host.heartbeat_timeout_s):
             host.status = "offline"
@@ -185,6 +186,7 @@ def lost_instances(session: Session, *, clock: Clock, grace_seconds: float) -> l
         select(Instance).join(Hostnode, Instance.hostnode_id == Hostnode.id)
         .where(Hostnode.status == "offline", Hostnode.offline_since <= cutoff,
                Instance.status.in_([s.value for s in HOLDS_DISK]))
+        .with_for_update(of=Instance, skip_locked=True)
     ))
 
 

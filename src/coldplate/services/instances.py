@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import catalog, placement, pricing
 from coldplate.domain.lifecycle import Desired, Status
 from coldplate.ids import new_id
-from coldplate.services import capacity, outbox
+from coldplate.services import capacity, outbox, ssh_keys
 from coldplate.services.errors import InvalidInput, NameTaken, NoCapacity, NotFound
 
 CANDIDATES = 8  # cheapest hosts (by GPU price) ranked in full per placement attempt
@@ -44,6 +44,7 @@ class InstanceRequest:
     entrypoint: list[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
     ssh_keys: list[str] = field(default_factory=list)
+    ssh_key_ids: list[str] = field(default_factory=list)
     ports: list[PortRequest] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     spot: bool = False
@@ -110,6 +111,9 @@ def create(session: Session, *, clock: Clock, project_id: str, req: InstanceRequ
     gpu, gpu_count, region = _resolve(req)
     if req.hostnode_id is not None and session.get(Hostnode, req.hostnode_id) is None:
         raise NotFound(f"hostnode {req.hostnode_id} not found", param="hostnode_id")
+    if req.ssh_key_ids:
+        stored = ssh_keys.resolve(session, project_id=project_id, key_ids=req.ssh_key_ids)
+        req = replace(req, ssh_keys=[*req.ssh_keys, *(k for k in stored if k not in req.ssh_keys)])
     # The name's uniqueness is enforced by the partial unique index when the row is inserted.
     for attempt in range(capacity.MAX_CAS_ATTEMPTS):
         hosts = candidate_hosts(session, gpu_slug=gpu.slug, gpu_count=gpu_count, region=region,
