@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -51,6 +52,21 @@ def make_server_app(*, data_dir: Path, url: str | None) -> tuple[FastAPI, AppSta
     return create_app(app_state), app_state, created
 
 
+class _Server(uvicorn.Server):
+    """Long-polls hold connections for up to a minute; on a signal to exit they answer at once
+    (agents and waiters simply ask again), so the graceful shutdown has nothing to wait for."""
+
+    def __init__(self, config: uvicorn.Config, app_state: AppState) -> None:
+        super().__init__(config)
+        self.app_state = app_state
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.app_state.signals.close()
+        super().handle_exit(sig, frame)
+
+
 def serve(app: FastAPI, *, host: str, port: int) -> None:
-    # Long-polls hold connections for up to a minute; agents retry, so shutdown need not wait for them.
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+    app_state: AppState = app.state.coldplate
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=5)
+    _Server(config, app_state).run()

@@ -77,7 +77,7 @@ async def assignments(request: Request, host: Hostnode = Depends(agent_host),
             waiter.clear()
             version, items = await run_in_threadpool(read)
             left = deadline - time.monotonic()
-            if version > since or left <= 0:
+            if version > since or left <= 0 or app.signals.closing:
                 return {"version": version, "assignments": items}
             await app.signals.wait(waiter, left)
     finally:

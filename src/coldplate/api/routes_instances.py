@@ -177,7 +177,7 @@ async def wait(ref: str, request: Request, principal: Principal = Depends(reader
                 raise ApiProblem(409, "invalid_state", f"instance is {view['status']}; it will not become {status}",
                                  param="status")
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or app.signals.closing:
                 raise ApiProblem(408, "wait_timeout", f"instance is still {view['status']} after {timeout:g}s",
                                  param="timeout")
             await app.signals.wait(waiter, left)

@@ -24,6 +24,7 @@ class Signals:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.closing = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -42,9 +43,18 @@ class Signals:
                 if not waiters:
                     del self._waiters[key]
 
+    def close(self) -> None:
+        """The server is shutting down: wake every waiter so long-polls answer now."""
+        self.closing = True
+        with self._lock:
+            keys = set(self._waiters)
+        self.notify(keys)
+
     async def wait(self, waiter: asyncio.Event, timeout: float) -> None:
         """Wait for a wake-up, at most `timeout` and at most one second: other replicas' commits do
         not reach this process, so callers re-read the database each second anyway."""
+        if self.closing:
+            return
         try:
             await asyncio.wait_for(waiter.wait(), timeout=min(timeout, 1.0))
         except TimeoutError:
