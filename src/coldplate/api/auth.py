@@ -31,7 +31,7 @@ def require(scope: str) -> Callable[..., Principal]:
     def dependency(request: Request,
                    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
         secret = _secret(credentials)
-        with state(request).tx() as session:
+        with state(request).read() as session:
             principal = projects.authenticate(session, secret=secret)
         if scope not in principal.scopes and not principal.is_admin:
             raise ApiProblem(403, "forbidden_scope", f"this key lacks the scope {scope!r}")
@@ -42,7 +42,7 @@ def require(scope: str) -> Callable[..., Principal]:
 
 def agent_host(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Hostnode:
     secret = _secret(credentials)
-    with state(request).tx() as session:
+    with state(request).read() as session:
         return hostnodes.authenticate_agent(session, token=secret)
 
 

@@ -35,7 +35,7 @@ def create_project(body: ProjectIn, request: Request, _: Principal = Depends(adm
 
 @router.get("/projects")
 def list_projects(request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
-    with state(request).tx() as session:
+    with state(request).read() as session:
         return {"data": [_project(p) for p in projects.list_projects(session)]}
 
 
@@ -50,7 +50,7 @@ def create_key(project_id: str, body: KeyIn, request: Request, _: Principal = De
 
 @router.get("/projects/{project_id}/keys")
 def list_keys(project_id: str, request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
-    with state(request).tx() as session:
+    with state(request).read() as session:
         return {"data": [_key(k) for k in projects.list_keys(session, project_id=project_id)]}
 
 

@@ -66,7 +66,7 @@ async def assignments(request: Request, host: Hostnode = Depends(agent_host),
     app = state(request)
 
     def read() -> tuple[int, list[dict[str, Any]]]:
-        with app.tx() as session:
+        with app.read() as session:
             current = hostnodes.get_hostnode(session, host.id)
             return current.assignment_version, [_assignment(i) for i in hostnodes.assignments(session, host=current)]
 

@@ -20,7 +20,7 @@ reader = require("instances:read")
 
 @router.get("/gpu-types")
 def gpu_types(request: Request, _: Principal = Depends(reader)) -> dict[str, Any]:
-    with state(request).tx() as session:
+    with state(request).read() as session:
         avail = offers_service.availability(session)
     data = []
     for gpu in catalog.GPU_TYPES:
@@ -53,7 +53,7 @@ def offers(request: Request, _: Principal = Depends(reader), gpu: str = Query(mi
             raise ApiProblem(422, "validation_error", f"unknown region {region!r}", param="region")
         region_slug = found.slug
     count = 0 if gpu_type.slug == "cpu" else gpu_count
-    with state(request).tx() as session:
+    with state(request).read() as session:
         found_offers = offers_service.offers(session, gpu_slug=gpu_type.slug, gpu_count=count,
                                              region=region_slug, spot=spot)
         data = [{
@@ -69,13 +69,13 @@ def offers(request: Request, _: Principal = Depends(reader), gpu: str = Query(mi
 
 @router.get("/hostnodes")
 def list_hostnodes(request: Request, _: Principal = Depends(reader)) -> dict[str, Any]:
-    with state(request).tx() as session:
+    with state(request).read() as session:
         return {"data": [hostnode_view(h) for h in hostnodes.list_hostnodes(session)]}
 
 
 @router.get("/hostnodes/{host_id}")
 def get_hostnode(host_id: str, request: Request, _: Principal = Depends(reader)) -> dict[str, Any]:
-    with state(request).tx() as session:
+    with state(request).read() as session:
         return hostnode_view(hostnodes.get_hostnode(session, host_id))
 
 

@@ -77,7 +77,7 @@ def list_instances(request: Request, principal: Principal = Depends(reader),
         if not sep or not key:
             raise ApiProblem(422, "validation_error", "label filters look like key=value", param="label")
         labels[key] = value
-    with state(request).tx() as session:
+    with state(request).read() as session:
         rows, next_cursor = instances.list_page(session, project_id=scoped_project(principal), statuses=statuses,
                                                 labels=labels, limit=limit, cursor=cursor)
         return {"data": [instance_view(i) for i in rows], "next_cursor": next_cursor}
@@ -85,7 +85,7 @@ def list_instances(request: Request, principal: Principal = Depends(reader),
 
 @router.get("/{ref}")
 def get_instance(ref: str, request: Request, principal: Principal = Depends(reader)) -> dict[str, Any]:
-    with state(request).tx() as session:
+    with state(request).read() as session:
         return instance_view(instances.get(session, project_id=scoped_project(principal), ref=ref))
 
 
@@ -148,7 +148,7 @@ def delete(ref: str, request: Request, force: bool = False, principal: Principal
 
 @router.get("/{ref}/events")
 def events(ref: str, request: Request, principal: Principal = Depends(reader)) -> dict[str, Any]:
-    with state(request).tx() as session:
+    with state(request).read() as session:
         inst = instances.get(session, project_id=scoped_project(principal), ref=ref)
         return {"data": [{"id": e.id, "type": e.type, "from_status": e.from_status, "to_status": e.to_status,
                           "reason": e.reason, "data": e.data, "created_at": isoformat(e.created_at)}
@@ -161,7 +161,7 @@ async def wait(ref: str, request: Request, principal: Principal = Depends(reader
     app = state(request)
 
     def read() -> dict[str, Any]:
-        with app.tx() as session:
+        with app.read() as session:
             return instance_view(instances.get(session, project_id=scoped_project(principal), ref=ref))
 
     view = await run_in_threadpool(read)

@@ -31,7 +31,7 @@ def create(body: SshKeyIn, request: Request, principal: Principal = Depends(requ
 
 @router.get("")
 def list_(request: Request, principal: Principal = Depends(require("instances:read"))) -> dict[str, Any]:
-    with state(request).tx() as session:
+    with state(request).read() as session:
         return {"data": [_view(k) for k in ssh_keys.list_keys(session, project_id=principal.project_id)]}
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from coldplate.clock import Clock
+from coldplate.db.engine import READ_ONLY
 from coldplate.services import signals
 
 
@@ -98,4 +99,11 @@ class AppState:
     def tx(self) -> Iterator[Session]:
         """One transaction: commit on success, roll back on any error."""
         with self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A transaction that only reads: on SQLite it does not take the write lock."""
+        with self.sessions() as session, session.begin():
+            session.connection(execution_options={READ_ONLY: True})
             yield session

@@ -1,0 +1,24 @@
+"""SQLite: writers serialise on `BEGIN IMMEDIATE`; readers do not wait for them (WAL)."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import text
+
+from coldplate.api.state import AppState, Settings
+from coldplate.clock import FakeClock
+from coldplate.server import build_state
+
+
+def test_reads_do_not_wait_for_an_open_writer(sqlite_url: str) -> None:
+    state: AppState = build_state(sqlite_url, clock=FakeClock(), settings=Settings(run_loops=False))
+    with state.tx() as writer:
+        writer.execute(text("INSERT INTO projects (id, name, created_at) VALUES ('prj_w', 'w', '2026-01-01')"))
+        started = time.monotonic()
+        with state.read() as reader:  # would block on the busy timeout (30 s) with BEGIN IMMEDIATE
+            count = reader.execute(text("SELECT count(*) FROM projects")).scalar_one()
+        assert time.monotonic() - started < 1.0
+        assert count == 0  # the writer has not committed
+    with state.read() as reader:
+        assert reader.execute(text("SELECT count(*) FROM projects")).scalar_one() == 1
