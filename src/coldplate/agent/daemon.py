@@ -35,6 +35,8 @@ class HostSpec:
     address: str = "127.0.0.1"
     gpu_memory_mb: int = 0
     gpu_uuids: list[str] = field(default_factory=list)
+    gpu_driver_version: str | None = None
+    gpu_simulated: bool = False
     heartbeat_timeout_s: int = 30
     start_delay_s: float = 0.0
     failure_rate: float = 0.0
@@ -44,7 +46,8 @@ class HostSpec:
             "join_token": join_token, "name": self.name, "region": self.region,
             "location": {"city": self.city, "country": self.country},
             "gpu": {"model": self.gpu_model, "count": self.gpu_count, "memory_mb": self.gpu_memory_mb,
-                    "uuids": self.gpu_uuids},
+                    "uuids": self.gpu_uuids, "driver_version": self.gpu_driver_version,
+                    "simulated": self.gpu_simulated},
             "vcpus": self.vcpus, "memory_gb": self.memory_gb, "disk_gb": self.disk_gb,
             "port_range": list(self.port_range), "prices": self.prices, "address": self.address,
             "heartbeat_timeout_seconds": self.heartbeat_timeout_s,

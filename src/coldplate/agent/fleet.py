@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -63,19 +61,6 @@ def load_fleet(path: Path, hosts: int | None = None) -> list[HostSpec]:
         out.append(HostSpec(**{**base.__dict__, "name": f"{base.name}-r{lap}",
                                "port_range": (base.port_range[0] + shift, base.port_range[1] + shift)}))
     return out
-
-
-def local_host_spec(*, name: str | None, region: str) -> HostSpec:
-    """This machine as a CPU-only host (GPU inventory arrives with the real runtimes)."""
-    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    stat = os.statvfs(Path.home())
-    return HostSpec(
-        name=name or socket.gethostname(), region=region, gpu_model="cpu", gpu_count=0,
-        vcpus=os.cpu_count() or 1, memory_gb=max(1, pages // 2**30),
-        disk_gb=max(1, stat.f_bavail * stat.f_frsize // 2**30),
-        port_range=(40000, 40999), prices={"gpu_per_hour": "0", "spot_gpu_per_hour": "0",
-                                           "vcpu_per_hour": "0.010000", "memory_gb_per_hour": "0.002000"},
-    )
 
 
 async def run_sim_fleet(*, server_url: str, join_token: str, specs: list[HostSpec], stop: asyncio.Event,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 import httpx
@@ -49,32 +50,55 @@ def server(
 def agent(
     server_url: str = typer.Option("http://127.0.0.1:8787", "--server", envvar="COLDPLATE_URL"),
     join_token: str = typer.Option(..., envvar="COLDPLATE_JOIN_TOKEN", help="Join token from an admin."),
-    runtime: str = typer.Option("sim", help="Runtime: sim (simulated hosts)."),
+    runtime: str = typer.Option("docker", help="docker (containers) or sim (simulated hosts)."),
     hosts: int = typer.Option(None, help="sim: how many hosts to simulate."),
     fleet: Path = typer.Option(None, help="sim: fleet file (default: the demo fleet)."),
-    name: str = typer.Option(None, help="Host name for a single host (default: this machine's name)."),
-    region: str = typer.Option("na", help="Region of a single host."),
+    name: str = typer.Option(None, help="This host's name (default: the machine's hostname)."),
+    region: str = typer.Option("na"),
+    city: str = typer.Option(""),
+    country: str = typer.Option(""),
+    address: str = typer.Option("127.0.0.1", help="Address users reach this host's ports on."),
+    port_range: str = typer.Option("40000-40999", help="Host ports for SSH and port forwards."),
+    fake_gpus: str = typer.Option(None, help="Simulated GPU inventory for a host without GPUs, e.g. h100-80gb:8."),
+    gpu_price: str = typer.Option("0", help="Per GPU per hour."),
+    spot_price: str = typer.Option("0", help="Per GPU per hour, spot."),
+    vcpu_price: str = typer.Option("0.010000", help="Per vCPU per hour."),
+    memory_price: str = typer.Option("0.002000", help="Per GB of memory per hour."),
+    data_dir: Path = typer.Option(None, help="Where this agent keeps instance data (~/.coldplate)."),
 ) -> None:
-    """Run a host agent (or, with --runtime sim, a fleet of simulated hosts)."""
-    from coldplate.agent.fleet import DEMO_FLEET, load_fleet, local_host_spec, run_sim_fleet
+    """Run a host agent for this machine, or with --runtime sim a fleet of simulated hosts."""
+    from coldplate.agent.fleet import DEMO_FLEET, load_fleet, run_sim_fleet
+    from coldplate.agent.local import RUNTIMES, local_host_spec, make_runtime, run_local_agent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    if runtime != "sim":
-        raise typer.BadParameter("only the sim runtime exists so far", param_hint="--runtime")
-    if fleet is not None or hosts is not None:
-        specs = load_fleet(fleet or DEMO_FLEET, hosts)
-    else:
-        specs = [local_host_spec(name=name, region=region)]
+    if runtime not in RUNTIMES:
+        raise typer.BadParameter(f"choose one of {', '.join(RUNTIMES)}", param_hint="--runtime")
     stop = asyncio.Event()
 
-    async def main() -> None:
+    async def until_signalled(main: Awaitable[None]) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_sim_fleet(server_url=server_url, join_token=join_token, specs=specs, stop=stop)
+        await main
 
-    asyncio.run(main())
+    if runtime == "sim" and (fleet is not None or hosts is not None):
+        specs = load_fleet(fleet or DEMO_FLEET, hosts)
+        asyncio.run(until_signalled(run_sim_fleet(server_url=server_url, join_token=join_token, specs=specs,
+                                                  stop=stop)))
+        return
+    lo, _, hi = port_range.partition("-")
+    if not (lo.isdigit() and hi.isdigit()):
+        raise typer.BadParameter("expected LOW-HIGH", param_hint="--port-range")
+    try:
+        spec = local_host_spec(name=name, region=region, city=city, country=country, address=address,
+                               port_range=(int(lo), int(hi)), fake_gpus=fake_gpus, data_dir=_data_dir(data_dir),
+                               prices={"gpu_per_hour": gpu_price, "spot_gpu_per_hour": spot_price,
+                                       "vcpu_per_hour": vcpu_price, "memory_gb_per_hour": memory_price})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--fake-gpus") from exc
+    asyncio.run(until_signalled(run_local_agent(server_url=server_url, join_token=join_token, spec=spec,
+                                                runtime=make_runtime(runtime, spec), stop=stop)))
 
 
 @app.command()
@@ -86,6 +110,7 @@ def up(
 ) -> None:
     """The embedded default: control plane on SQLite, a local agent, and with --demo a simulated fleet."""
     from coldplate.agent.fleet import DEMO_FLEET
+    from coldplate.agent.local import docker_answers
     from coldplate.server import make_server_app, serve
     from coldplate.services import projects
 
@@ -101,7 +126,10 @@ def up(
         _wait_healthy(url)
         env = {**os.environ, "COLDPLATE_JOIN_TOKEN": join_token}
         base = [sys.executable, "-m", "coldplate", "agent", "--server", url]
-        children.append(subprocess.Popen([*base, "--name", f"local-{os.uname().nodename}"], env=env))
+        # The local agent runs real containers where a Docker engine answers; else it is simulated.
+        local_runtime = "docker" if docker_answers() else "sim"
+        children.append(subprocess.Popen([*base, "--name", f"local-{os.uname().nodename}", "--runtime",
+                                          local_runtime, "--data-dir", str(directory)], env=env))
         if demo:
             children.append(subprocess.Popen([*base, "--runtime", "sim", "--fleet", str(DEMO_FLEET)], env=env))
 

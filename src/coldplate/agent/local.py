@@ -1,0 +1,59 @@
+"""This machine as a hostnode: its inventory, its prices, and the runtime that runs its instances."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import httpx
+
+from coldplate.agent import inventory
+from coldplate.agent.daemon import Agent, HostSpec
+from coldplate.agent.runtimes.base import Runtime
+
+RUNTIMES = ("docker", "sim")
+
+
+def local_host_spec(*, name: str | None, region: str, city: str = "", country: str = "",
+                    address: str = "127.0.0.1", port_range: tuple[int, int] = (40000, 40999),
+                    fake_gpus: str | None = None, data_dir: Path, prices: dict[str, str]) -> HostSpec:
+    gpus = inventory.gpus(fake_gpus)
+    resources = inventory.host_resources(data_dir)
+    return HostSpec(
+        name=name or socket.gethostname(), region=region, city=city, country=country, address=address,
+        gpu_model=gpus.model, gpu_count=gpus.count, gpu_memory_mb=gpus.memory_mb, gpu_uuids=gpus.uuids,
+        gpu_driver_version=gpus.driver_version, gpu_simulated=gpus.simulated, vcpus=resources.vcpus,
+        memory_gb=resources.memory_gb, disk_gb=resources.disk_gb, port_range=port_range, prices=prices,
+    )
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:  # no socket, no daemon, no permission: no engine to use
+        return False
+
+
+def make_runtime(kind: str, spec: HostSpec) -> Runtime:
+    if kind == "docker":
+        from coldplate.agent.runtimes.docker import DockerRuntime
+
+        real = spec.gpu_count > 0 and not spec.gpu_simulated
+        return DockerRuntime(real_gpus=real, max_cpus=spec.vcpus)
+    if kind == "sim":
+        from coldplate.agent.runtimes.sim import SimRuntime
+
+        return SimRuntime()
+    raise ValueError(f"unknown runtime {kind!r}; known: {', '.join(RUNTIMES)}")
+
+
+async def run_local_agent(*, server_url: str, join_token: str, spec: HostSpec, runtime: Runtime,
+                          stop: asyncio.Event, heartbeat_interval: float = 5.0) -> None:
+    async with httpx.AsyncClient(timeout=40) as client:
+        agent = Agent(server_url=server_url, join_token=join_token, spec=spec, runtime=runtime, client=client,
+                      heartbeat_interval=heartbeat_interval)
+        await agent.run(stop)

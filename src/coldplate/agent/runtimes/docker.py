@@ -1,0 +1,143 @@
+"""Instances as OCI containers through the Docker Engine API (Docker, or Podman's compatible socket).
+
+Each instance is the container `cp-<id>` with a named volume `cp-<id>-workspace` at
+`/workspace` that survives stop/start, its ports published on 127.0.0.1 at their allocated
+external ports, its GPUs requested by index. The SDK is blocking, so every call runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import docker
+from docker.errors import APIError, ImageNotFound, NotFound
+from docker.types import DeviceRequest
+
+from coldplate.agent.runtimes.base import Assignment, ExitInfo, RuntimeFailure
+
+log = logging.getLogger(__name__)
+LABEL = "coldplate.instance"
+START_CHECK_S = 0.5  # a container that dies this soon after start failed to start
+
+
+def container_name(instance_id: str) -> str:
+    return f"cp-{instance_id}"
+
+
+def volume_name(instance_id: str) -> str:
+    return f"cp-{instance_id}-workspace"
+
+
+def exit_message(code: int | None) -> str | None:
+    if code is None:
+        return None
+    if code > 128 and code - 128 in signal.Signals._value2member_map_:
+        sig = signal.Signals(code - 128)
+        return f"killed by signal {sig.value} ({sig.name})"
+    return f"exited with code {code}"
+
+
+def gpu_env(indices: list[int]) -> dict[str, str]:
+    visible = ",".join(str(i) for i in indices)
+    return {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible or "void"}
+
+
+class DockerRuntime:
+    def __init__(self, *, client: Any | None = None, real_gpus: bool = False, max_cpus: int | None = None) -> None:
+        self.client = client or docker.from_env()
+        self.real_gpus = real_gpus  # with simulated inventory, no device request is made
+        self.max_cpus = max_cpus or os.cpu_count() or 1
+
+    async def start(self, spec: Assignment) -> None:
+        await asyncio.to_thread(self._start, spec)
+
+    def _start(self, spec: Assignment) -> None:
+        name = container_name(spec.instance_id)
+        try:
+            container = self.client.containers.get(name)
+        except NotFound:
+            container = self._create(spec)
+        try:
+            container.start()
+        except APIError as exc:
+            raise RuntimeFailure(f"the container could not start: {exc.explanation or exc}") from exc
+        time.sleep(START_CHECK_S)
+        container.reload()
+        if container.status != "running":
+            code = container.attrs["State"].get("ExitCode")
+            tail = container.logs(tail=5).decode(errors="replace").strip()
+            raise RuntimeFailure(f"the container exited during start ({exit_message(code)})"
+                                 + (f"; last output: {tail}" if tail else ""))
+
+    def _ensure_image(self, image: str) -> None:
+        try:
+            self.client.images.get(image)
+            return
+        except ImageNotFound:
+            pass
+        try:
+            self.client.images.pull(image)
+        except APIError as exc:
+            raise RuntimeFailure(f"the image {image!r} could not be pulled: {exc.explanation or exc}") from exc
+
+    def _create(self, spec: Assignment) -> Any:
+        self._ensure_image(spec.image)
+        volume = volume_name(spec.instance_id)
+        self.client.volumes.create(name=volume, labels={LABEL: spec.instance_id})
+        devices = []
+        if self.real_gpus and spec.gpu_indices:
+            devices = [DeviceRequest(device_ids=[str(i) for i in spec.gpu_indices], capabilities=[["gpu"]])]
+        try:
+            return self.client.containers.create(
+                spec.image, command=spec.cmd, entrypoint=spec.entrypoint, name=container_name(spec.instance_id),
+                environment={**spec.env, **gpu_env(spec.gpu_indices)}, labels={LABEL: spec.instance_id},
+                hostname=spec.name, detach=True,
+                ports={f"{p['internal_port']}/tcp": ("127.0.0.1", p["external_port"]) for p in spec.ports},
+                volumes={volume: {"bind": "/workspace", "mode": "rw"}},
+                nano_cpus=int(min(spec.vcpus, self.max_cpus) * 1e9), mem_limit=f"{spec.memory_gb}g",
+                device_requests=devices,
+            )
+        except ImageNotFound as exc:
+            raise RuntimeFailure(f"the image {spec.image!r} was not found") from exc
+        except APIError as exc:
+            raise RuntimeFailure(f"the container could not be created: {exc.explanation or exc}") from exc
+
+    async def stop(self, instance_id: str, *, grace_seconds: float, force: bool) -> ExitInfo:
+        return await asyncio.to_thread(self._stop, instance_id, grace_seconds, force)
+
+    def _stop(self, instance_id: str, grace_seconds: float, force: bool) -> ExitInfo:
+        try:
+            container = self.client.containers.get(container_name(instance_id))
+        except NotFound:
+            return ExitInfo(None, None)
+        if container.status == "running":
+            if force:
+                container.kill()
+            else:  # SIGTERM, then SIGKILL after the grace period
+                container.stop(timeout=int(grace_seconds))
+            container.wait(timeout=max(10, int(grace_seconds) + 10))
+        container.reload()
+        code = container.attrs["State"].get("ExitCode")
+        return ExitInfo(code, exit_message(code))
+
+    async def delete(self, instance_id: str) -> None:
+        await asyncio.to_thread(self._delete, instance_id)
+
+    def _delete(self, instance_id: str) -> None:
+        for collection, name in ((self.client.containers, container_name(instance_id)),
+                                 (self.client.volumes, volume_name(instance_id))):
+            try:
+                collection.get(name).remove(force=True)
+            except NotFound:
+                pass
+
+    async def running(self) -> set[str]:
+        return await asyncio.to_thread(self._running)
+
+    def _running(self) -> set[str]:
+        return {str(c.labels[LABEL]) for c in self.client.containers.list(filters={"label": LABEL})}
