@@ -12,7 +12,7 @@ from coldplate.agent import inventory
 from coldplate.agent.daemon import Agent, HostSpec
 from coldplate.agent.runtimes.base import Runtime
 
-RUNTIMES = ("docker", "sim")
+RUNTIMES = ("docker", "process", "sim")
 
 
 def local_host_spec(*, name: str | None, region: str, city: str = "", country: str = "",
@@ -38,12 +38,16 @@ def docker_answers() -> bool:
         return False
 
 
-def make_runtime(kind: str, spec: HostSpec) -> Runtime:
+def make_runtime(kind: str, spec: HostSpec, *, data_dir: Path) -> Runtime:
     if kind == "docker":
         from coldplate.agent.runtimes.docker import DockerRuntime
 
         real = spec.gpu_count > 0 and not spec.gpu_simulated
         return DockerRuntime(real_gpus=real, max_cpus=spec.vcpus)
+    if kind == "process":
+        from coldplate.agent.runtimes.process import ProcessRuntime
+
+        return ProcessRuntime(data_dir=data_dir)
     if kind == "sim":
         from coldplate.agent.runtimes.sim import SimRuntime
 

@@ -50,7 +50,7 @@ def server(
 def agent(
     server_url: str = typer.Option("http://127.0.0.1:8787", "--server", envvar="COLDPLATE_URL"),
     join_token: str = typer.Option(..., envvar="COLDPLATE_JOIN_TOKEN", help="Join token from an admin."),
-    runtime: str = typer.Option("docker", help="docker (containers) or sim (simulated hosts)."),
+    runtime: str = typer.Option("docker", help="docker (containers), process (sandboxed processes) or sim."),
     hosts: int = typer.Option(None, help="sim: how many hosts to simulate."),
     fleet: Path = typer.Option(None, help="sim: fleet file (default: the demo fleet)."),
     name: str = typer.Option(None, help="This host's name (default: the machine's hostname)."),
@@ -98,7 +98,8 @@ def agent(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--fake-gpus") from exc
     asyncio.run(until_signalled(run_local_agent(server_url=server_url, join_token=join_token, spec=spec,
-                                                runtime=make_runtime(runtime, spec), stop=stop)))
+                                                runtime=make_runtime(runtime, spec, data_dir=_data_dir(data_dir)),
+                                                stop=stop)))
 
 
 @app.command()
@@ -126,8 +127,8 @@ def up(
         _wait_healthy(url)
         env = {**os.environ, "COLDPLATE_JOIN_TOKEN": join_token}
         base = [sys.executable, "-m", "coldplate", "agent", "--server", url]
-        # The local agent runs real containers where a Docker engine answers; else it is simulated.
-        local_runtime = "docker" if docker_answers() else "sim"
+        # The local agent runs containers where a Docker engine answers, else sandboxed processes.
+        local_runtime = "docker" if docker_answers() else "process"
         children.append(subprocess.Popen([*base, "--name", f"local-{os.uname().nodename}", "--runtime",
                                           local_runtime, "--data-dir", str(directory)], env=env))
         if demo:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+START_CHECK_S = 0.5  # a workload that dies this soon after start failed to start
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,21 @@ class ExitInfo:
     exit_message: str | None
 
 
+def exit_message(code: int | None) -> str | None:
+    """`137` → "killed by signal 9 (SIGKILL)"; `3` → "exited with code 3"."""
+    if code is None:
+        return None
+    if code > 128 and code - 128 in signal.Signals._value2member_map_:
+        sig = signal.Signals(code - 128)
+        return f"killed by signal {sig.value} ({sig.name})"
+    return f"exited with code {code}"
+
+
+def gpu_env(indices: list[int]) -> dict[str, str]:
+    visible = ",".join(str(i) for i in indices)
+    return {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible or "void"}
+
+
 class RuntimeFailure(Exception):
     """The instance could not be started; the message is shown to the user as `failure_reason`."""
 
@@ -54,3 +72,9 @@ class Runtime(Protocol):
 
     async def running(self) -> set[str]:
         """Ids of the instances whose workload runs now."""
+
+
+def exited_during_start(what: str, code: int | None, output: str) -> RuntimeFailure:
+    """The failure a user reads when the workload died right after starting."""
+    return RuntimeFailure(f"the {what} exited during start ({exit_message(code)})"
+                          + (f"; last output: {output}" if output else ""))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import time
 from typing import Any
 
@@ -18,11 +17,18 @@ import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 from docker.types import DeviceRequest
 
-from coldplate.agent.runtimes.base import Assignment, ExitInfo, RuntimeFailure
+from coldplate.agent.runtimes.base import (
+    START_CHECK_S,
+    Assignment,
+    ExitInfo,
+    RuntimeFailure,
+    exit_message,
+    exited_during_start,
+    gpu_env,
+)
 
 log = logging.getLogger(__name__)
 LABEL = "coldplate.instance"
-START_CHECK_S = 0.5  # a container that dies this soon after start failed to start
 
 
 def container_name(instance_id: str) -> str:
@@ -31,20 +37,6 @@ def container_name(instance_id: str) -> str:
 
 def volume_name(instance_id: str) -> str:
     return f"cp-{instance_id}-workspace"
-
-
-def exit_message(code: int | None) -> str | None:
-    if code is None:
-        return None
-    if code > 128 and code - 128 in signal.Signals._value2member_map_:
-        sig = signal.Signals(code - 128)
-        return f"killed by signal {sig.value} ({sig.name})"
-    return f"exited with code {code}"
-
-
-def gpu_env(indices: list[int]) -> dict[str, str]:
-    visible = ",".join(str(i) for i in indices)
-    return {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible or "void"}
 
 
 class DockerRuntime:
@@ -69,10 +61,8 @@ class DockerRuntime:
         time.sleep(START_CHECK_S)
         container.reload()
         if container.status != "running":
-            code = container.attrs["State"].get("ExitCode")
-            tail = container.logs(tail=5).decode(errors="replace").strip()
-            raise RuntimeFailure(f"the container exited during start ({exit_message(code)})"
-                                 + (f"; last output: {tail}" if tail else ""))
+            raise exited_during_start("container", container.attrs["State"].get("ExitCode"),
+                                      container.logs(tail=5).decode(errors="replace").strip())
 
     def _ensure_image(self, image: str) -> None:
         try:

@@ -1,4 +1,4 @@
-"""A real server, a real agent with the docker runtime, real containers: what a user sees."""
+"""A real server and a real agent with the docker or the process runtime: what a user sees."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,25 +16,29 @@ from coldplate.client import Instance
 from tests.e2e.conftest import Cluster, _wait, free_port
 
 
-@pytest.fixture
-def docker_agent(server: Cluster, tmp_path: Path, docker_client: Any, busybox_image: str) -> Iterator[Cluster]:
+@pytest.fixture(params=["docker", "process"])
+def real_agent(request: pytest.FixtureRequest, server: Cluster, tmp_path: Path) -> Iterator[tuple[Cluster, str]]:
+    runtime: str = request.param
+    docker_client = request.getfixturevalue("docker_client") if runtime == "docker" else None
+    image = request.getfixturevalue("busybox_image") if runtime == "docker" else "host"
     lo = free_port()
     log = open(tmp_path / "docker-agent.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", server.url, "--join-token",
-                             server.join_token, "--runtime", "docker", "--name", "docker-host", "--region", "eu",
+                             server.join_token, "--runtime", runtime, "--name", f"{runtime}-host", "--region", "eu",
                              "--port-range", f"{lo}-{lo + 20}", "--fake-gpus", "h100-80gb:2", "--gpu-price", "2.00",
                              "--data-dir", str(tmp_path / "agent")], stdout=log, stderr=subprocess.STDOUT)
     try:
         headers = {"Authorization": f"Bearer {server.admin_key}"}
         _wait(lambda: len(httpx.get(f"{server.url}/v1/hostnodes", headers=headers).json()["data"]) == 1, 30,
               "the docker host to register")
-        yield server
+        yield server, image
     finally:
         proc.terminate()
         proc.wait(timeout=15)
         log.close()
-        for container in docker_client.containers.list(all=True, filters={"label": "coldplate.instance"}):
-            container.remove(force=True)
+        if docker_client is not None:
+            for container in docker_client.containers.list(all=True, filters={"label": "coldplate.instance"}):
+                container.remove(force=True)
 
 
 def get_text(url: str, timeout: float = 15) -> str:
@@ -51,18 +54,20 @@ def get_text(url: str, timeout: float = 15) -> str:
         time.sleep(0.1)
 
 
-def test_container_instance_end_to_end(docker_agent: Cluster, busybox_image: str) -> None:
-    client = Client(docker_agent.url, docker_agent.admin_key)
+def test_instance_end_to_end(real_agent: tuple[Cluster, str]) -> None:
+    cluster, image = real_agent
+    client = Client(cluster.url, cluster.admin_key)
     hostnode = client.hostnodes()[0]
     assert hostnode.gpu.type == "h100-80gb" and hostnode.gpu.count == 2
-    script = ("date >> /workspace/boots; mkdir -p /www; "
+    internal = free_port()
+    script = ("cd /workspace; date >> boots; mkdir -p www; "
               "trap 'exit 0' TERM; "
-              "while true; do cp /workspace/boots /www/boots; echo $CUDA_VISIBLE_DEVICES > /www/gpus; sleep 0.2; "
-              "done & httpd -f -p 8080 -h /www & wait")
-    inst = client.create_instance(name="web", gpu="h100", image=busybox_image, cmd=["sh", "-c", script],
-                                  ports=[{"internal_port": 8080}])
+              "while true; do cp boots www/boots; echo $CUDA_VISIBLE_DEVICES > www/gpus; sleep 0.2; "
+              f"done & busybox httpd -f -p {internal} -h www & wait")
+    inst = client.create_instance(name="web", gpu="h100", image=image, cmd=["sh", "-c", script],
+                                  ports=[{"internal_port": internal}])
     ready = client.wait_instance(inst.id, status="ready", timeout=60)
-    port = _forwarded(ready, 8080)
+    port = _forwarded(ready, internal)
     assert ready.ip == "127.0.0.1" and ready.ssh_command
     assert get_text(f"http://127.0.0.1:{port}/gpus").strip() == "0"
     assert len(get_text(f"http://127.0.0.1:{port}/boots").splitlines()) == 1
@@ -85,11 +90,17 @@ def test_container_instance_end_to_end(docker_agent: Cluster, busybox_image: str
         httpx.get(f"http://127.0.0.1:{port}/boots", timeout=1)
 
 
-def test_bad_image_fails_with_a_readable_reason(docker_agent: Cluster) -> None:
-    client = Client(docker_agent.url, docker_agent.admin_key)
-    inst = client.create_instance(name="nope", gpu="h100", image="coldplate-test/no-such-image:1")
+def test_failed_start_has_a_readable_reason(real_agent: tuple[Cluster, str]) -> None:
+    cluster, image = real_agent
+    client = Client(cluster.url, cluster.admin_key)
+    if image == "host":  # the process runtime has no images: a command that dies at once
+        inst = client.create_instance(name="nope", gpu="h100", cmd=["sh", "-c", "echo no such file; exit 2"])
+        expected = "exited during start (exited with code 2); last output: no such file"
+    else:
+        inst = client.create_instance(name="nope", gpu="h100", image="coldplate-test/no-such-image:1")
+        expected = "coldplate-test/no-such-image:1"
     failed = client.wait_instance(inst.id, status="failed", timeout=60)
-    assert failed.failure_reason and "coldplate-test/no-such-image:1" in failed.failure_reason
+    assert failed.failure_reason and expected in failed.failure_reason
     assert failed.status_reason == "failed"
 
 

@@ -1,0 +1,171 @@
+"""Instances as sandboxed process trees, for hosts without a container engine.
+
+Each instance has a directory `<data_dir>/instances/<id>/` holding `workspace/` (its persistent
+disk, mounted at /workspace inside bubblewrap when bubblewrap is installed) and `output.log`.
+The workload runs in its own session and process group with the instance's env and
+`CUDA_VISIBLE_DEVICES`. Stop sends SIGTERM to the workload's main process (as `docker stop`
+does), waits the grace period, then SIGKILLs the whole group. Port forwards are TCP proxies
+from 127.0.0.1:<external> to the workload's 127.0.0.1:<internal>; the `image` is not used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coldplate.agent.runtimes.base import (
+    START_CHECK_S,
+    Assignment,
+    ExitInfo,
+    RuntimeFailure,
+    exit_message,
+    exited_during_start,
+    gpu_env,
+)
+
+log = logging.getLogger(__name__)
+DEFAULT_CMD = ["sleep", "infinity"]
+SKIP_ROOT = {"proc", "dev", "tmp", "sys", "run", "workspace"}
+
+
+@dataclass
+class Running:
+    process: asyncio.subprocess.Process
+    main_pid: int
+    proxies: list[asyncio.Server] = field(default_factory=list)
+
+
+def returncode_to_exit(code: int | None) -> int | None:
+    return None if code is None else (128 - code if code < 0 else code)
+
+
+def sandbox_args(workspace: Path, info_fd: int) -> list[str]:
+    """bubblewrap: the host's root read-only, the instance's workspace writable at /workspace."""
+    args = ["bwrap"]
+    for entry in sorted(os.listdir("/")):
+        path = f"/{entry}"
+        if entry in SKIP_ROOT:
+            continue
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    return args + ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", str(workspace), "/workspace",
+                   "--chdir", "/workspace", "--setenv", "HOME", "/workspace", "--info-fd", str(info_fd), "--"]
+
+
+class ProcessRuntime:
+    def __init__(self, *, data_dir: Path, sandbox: bool | None = None) -> None:
+        self.root = data_dir / "instances"
+        self.sandbox = shutil.which("bwrap") is not None if sandbox is None else sandbox
+        self.running_: dict[str, Running] = {}
+
+    def instance_dir(self, instance_id: str) -> Path:
+        return self.root / instance_id
+
+    def workspace(self, instance_id: str) -> Path:
+        return self.instance_dir(instance_id) / "workspace"
+
+    async def start(self, spec: Assignment) -> None:
+        if spec.instance_id in self.running_:
+            return
+        workspace = self.workspace(spec.instance_id)
+        workspace.mkdir(parents=True, exist_ok=True)
+        command = [*(spec.entrypoint or []), *(spec.cmd or [])] or DEFAULT_CMD
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workspace), "WORKSPACE": str(workspace),
+               **spec.env, **gpu_env(spec.gpu_indices)}
+        output = open(self.instance_dir(spec.instance_id) / "output.log", "ab")  # noqa: SIM115
+        read_fd, write_fd = os.pipe()
+        try:
+            prefix = sandbox_args(workspace, write_fd) if self.sandbox else []
+            process = await asyncio.create_subprocess_exec(
+                *prefix, *command, cwd=workspace, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=output,
+                stderr=output, start_new_session=True, pass_fds=(write_fd,) if self.sandbox else ())
+        except OSError as exc:
+            raise RuntimeFailure(f"the command could not be started: {exc}") from exc
+        finally:
+            os.close(write_fd)
+            output.close()
+        main_pid = process.pid
+        if self.sandbox:
+            with os.fdopen(read_fd, "rb") as info:
+                raw = await asyncio.to_thread(info.read)
+            with contextlib.suppress(ValueError, KeyError):
+                main_pid = int(json.loads(raw)["child-pid"])
+        else:
+            os.close(read_fd)
+        running = Running(process=process, main_pid=main_pid)
+        self.running_[spec.instance_id] = running
+        try:
+            await asyncio.wait_for(process.wait(), timeout=START_CHECK_S)
+        except TimeoutError:
+            pass
+        if process.returncode is not None:
+            del self.running_[spec.instance_id]
+            raise exited_during_start("command", returncode_to_exit(process.returncode), self._tail(spec.instance_id))
+        for port in spec.ports:
+            running.proxies.append(await self._forward(port["external_port"], port["internal_port"]))
+
+    def _tail(self, instance_id: str, lines: int = 5) -> str:
+        path = self.instance_dir(instance_id) / "output.log"
+        return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:]) if path.exists() else ""
+
+    async def _forward(self, external: int, internal: int) -> asyncio.Server:
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+            try:
+                upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", internal)
+            except OSError:
+                client_w.close()
+                return
+            await asyncio.gather(pipe(client_r, upstream_w), pipe(upstream_r, client_w))
+
+        try:
+            return await asyncio.start_server(handle, "127.0.0.1", external, reuse_address=True)
+        except OSError as exc:
+            raise RuntimeFailure(f"port {external} could not be forwarded: {exc}") from exc
+
+    async def stop(self, instance_id: str, *, grace_seconds: float, force: bool) -> ExitInfo:
+        running = self.running_.pop(instance_id, None)
+        if running is None:
+            return ExitInfo(None, None)
+        for server in running.proxies:
+            server.close()
+        process = running.process
+        if process.returncode is None:
+            if not force:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(running.main_pid, signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), timeout=grace_seconds)
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+        with contextlib.suppress(ProcessLookupError):  # whatever the workload left behind in its group
+            os.killpg(process.pid, signal.SIGKILL)
+        code = returncode_to_exit(process.returncode)
+        return ExitInfo(code, exit_message(code))
+
+    async def delete(self, instance_id: str) -> None:
+        await self.stop(instance_id, grace_seconds=0, force=True)
+        await asyncio.to_thread(shutil.rmtree, self.instance_dir(instance_id), True)
+
+    async def running(self) -> set[str]:
+        return {i for i, r in self.running_.items() if r.process.returncode is None}

@@ -1,0 +1,146 @@
+"""The same suite for the docker runtime (a real Docker engine, a locally imported busybox image)
+and the process runtime (real processes, in bubblewrap where it is installed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from coldplate.agent.runtimes.base import Assignment, RuntimeFailure
+from coldplate.agent.runtimes.docker import DockerRuntime, container_name
+from coldplate.agent.runtimes.process import ProcessRuntime
+from tests.e2e.conftest import free_port
+
+
+class Harness:
+    def __init__(self, runtime: Any, image: str) -> None:
+        self.runtime = runtime
+        self.image = image
+        self.created: list[str] = []
+
+    def spec(self, cmd: list[str], **extra: Any) -> Assignment:
+        instance_id = f"inst_t{uuid.uuid4().hex[:10]}"
+        self.created.append(instance_id)
+        return Assignment(instance_id=instance_id, name="t", desired="running", status="provisioning",
+                          image=self.image, cmd=cmd, vcpus=1, memory_gb=1, **extra)
+
+    def read_workspace(self, instance_id: str, name: str) -> str:
+        if isinstance(self.runtime, DockerRuntime):
+            container = self.runtime.client.containers.get(container_name(instance_id))
+            return str(container.exec_run(["cat", f"/workspace/{name}"]).output.decode())
+        return (self.runtime.workspace(instance_id) / name).read_text()
+
+
+@pytest.fixture(params=["docker", "process"])
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    if request.param == "docker":
+        client = request.getfixturevalue("docker_client")
+        h = Harness(DockerRuntime(client=client, max_cpus=1), request.getfixturevalue("busybox_image"))
+    else:
+        h = Harness(ProcessRuntime(data_dir=tmp_path), "ignored")
+    yield h
+    for instance_id in h.created:
+        await h.runtime.delete(instance_id)
+
+
+async def wait_text(url: str) -> str:
+    """Async: the process runtime's port proxy runs on this same event loop, as in the agent."""
+    deadline = time.monotonic() + 10
+    async with httpx.AsyncClient(timeout=2) as client:
+        while True:
+            try:
+                return (await client.get(url)).text
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, url
+                await asyncio.sleep(0.1)
+
+
+async def test_http_server_reachable_on_forwarded_port_with_env(harness: Harness) -> None:
+    port, internal = free_port(), free_port()
+    # a process shares the host's network: it listens on loopback; a container listens on all its addresses
+    listen = f"{internal}" if isinstance(harness.runtime, DockerRuntime) else f"127.0.0.1:{internal}"
+    s = harness.spec(["sh", "-c", "cd /workspace 2>/dev/null || cd $WORKSPACE; mkdir -p www; "
+                                  "echo hi-$GREETING-$CUDA_VISIBLE_DEVICES > www/index.html; "
+                                  f"exec busybox httpd -f -p {listen} -h www"],
+                     env={"GREETING": "there"}, ports=[{"internal_port": internal, "external_port": port}],
+                     gpu_indices=[1, 3])
+    await harness.runtime.start(s)
+    assert s.instance_id in await harness.runtime.running()
+    assert (await wait_text(f"http://127.0.0.1:{port}/index.html")).strip() == "hi-there-1,3"
+
+
+async def test_workspace_survives_stop_and_start(harness: Harness) -> None:
+    s = harness.spec(["sh", "-c", "cd /workspace 2>/dev/null || cd $WORKSPACE; date >> boots; exec sleep 3600"])
+    await harness.runtime.start(s)
+    await harness.runtime.stop(s.instance_id, grace_seconds=1, force=False)
+    assert s.instance_id not in await harness.runtime.running()
+    await harness.runtime.start(s)
+    assert len(harness.read_workspace(s.instance_id, "boots").strip().splitlines()) == 2
+
+
+async def test_sigterm_within_grace_exits_cleanly(harness: Harness) -> None:
+    s = harness.spec(["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"])
+    await harness.runtime.start(s)
+    started = time.monotonic()
+    info = await harness.runtime.stop(s.instance_id, grace_seconds=10, force=False)
+    assert info.exit_code == 0 and info.exit_message == "exited with code 0"
+    assert time.monotonic() - started < 5
+
+
+async def test_sigkill_after_grace(harness: Harness) -> None:
+    s = harness.spec(["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"])
+    await harness.runtime.start(s)
+    started = time.monotonic()
+    info = await harness.runtime.stop(s.instance_id, grace_seconds=1, force=False)
+    assert time.monotonic() - started >= 1
+    assert info.exit_code == 137 and info.exit_message == "killed by signal 9 (SIGKILL)"
+
+
+async def test_force_kills_at_once(harness: Harness) -> None:
+    s = harness.spec(["sleep", "3600"])
+    await harness.runtime.start(s)
+    started = time.monotonic()
+    info = await harness.runtime.stop(s.instance_id, grace_seconds=60, force=True)
+    assert info.exit_message == "killed by signal 9 (SIGKILL)" and time.monotonic() - started < 5
+
+
+async def test_early_exit_fails_readably(harness: Harness) -> None:
+    with pytest.raises(RuntimeFailure, match=r"exited during start \(exited with code 3\); last output: oops"):
+        await harness.runtime.start(harness.spec(["sh", "-c", "echo oops; exit 3"]))
+
+
+async def test_docker_missing_image_fails_readably(docker_client: Any) -> None:
+    runtime = DockerRuntime(client=docker_client)
+    spec = Assignment(instance_id=f"inst_t{uuid.uuid4().hex[:10]}", name="t", desired="running",
+                      status="provisioning", image="coldplate-test/does-not-exist:1", cmd=["true"])
+    with pytest.raises(RuntimeFailure, match="could not be pulled|was not found"):
+        await runtime.start(spec)
+    await runtime.delete(spec.instance_id)
+
+
+async def test_delete_removes_everything(harness: Harness) -> None:
+    s = harness.spec(["sleep", "3600"])
+    await harness.runtime.start(s)
+    await harness.runtime.delete(s.instance_id)
+    assert s.instance_id not in await harness.runtime.running()
+    if isinstance(harness.runtime, DockerRuntime):
+        client = harness.runtime.client
+        assert not client.containers.list(all=True, filters={"name": container_name(s.instance_id)})
+        assert not client.volumes.list(filters={"name": f"cp-{s.instance_id}-workspace"})
+    else:
+        assert not harness.runtime.instance_dir(s.instance_id).exists()
+
+
+def test_process_runtime_sandboxes_with_bubblewrap(tmp_path: Path) -> None:
+    import shutil
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+    assert ProcessRuntime(data_dir=tmp_path).sandbox
