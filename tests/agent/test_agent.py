@@ -148,3 +148,21 @@ def test_bad_fleet_file(tmp_path: Path) -> None:
     bad.write_text("hosts:\n  - {name_prefix: x}\n")
     with pytest.raises(FleetError):
         load_fleet(bad)
+
+
+async def test_lost_ready_report_is_sent_again() -> None:
+    """The `ready` report failed on the network: the server still says `starting`; the agent must
+    not leave the instance there (found by review: it stayed in `starting` for good)."""
+    server = StandInServer([[assignment("provisioning", "running")], [assignment("starting", "running")]])
+    original = server.handler
+    failed: list[bool] = []
+
+    async def flaky(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/transition") and b'"ready"' in request.content and not failed:
+            failed.append(True)
+            raise httpx.ConnectError("network down")
+        return await original(request)
+
+    server.handler = flaky  # type: ignore[method-assign]
+    await run_agent(server, SimRuntime(), lambda: ("inst_1", "ready") in server.reports)
+    assert ("inst_1", "ready") in server.reports and failed == [True]

@@ -327,3 +327,48 @@ def test_ssh_key_ids_resolve_to_stored_keys(client: TestClient, fleet: Fleet, pr
     assert [k["name"] for k in listed] == ["laptop"]
     assert client.delete(f"/v1/ssh-keys/{key.json()['id']}", headers=auth(project_key)).status_code == 204
     assert client.delete(f"/v1/ssh-keys/{key.json()['id']}", headers=auth(project_key)).status_code == 404
+
+
+def test_exec_needs_a_ready_instance_and_valid_input(client: TestClient, fleet: Fleet, project_key: str) -> None:
+    fleet.host("h1")
+    iid = create(client, project_key)["id"]
+    busy = client.post(f"/v1/instances/{iid}/exec", json={"cmd": "true"}, headers=auth(project_key))
+    assert busy.status_code == 409 and busy.json()["code"] == "invalid_state"
+    bad = client.post(f"/v1/instances/{iid}/exec", json={"cmd": "true", "timeout": 0}, headers=auth(project_key))
+    assert bad.status_code == 422 and bad.json()["param"] == "timeout"
+    empty = client.post(f"/v1/instances/{iid}/exec", json={"cmd": []}, headers=auth(project_key))
+    assert empty.status_code == 422 and empty.json()["param"] == "cmd"
+
+
+def test_agent_tasks_are_carried_and_expire(client: TestClient, fleet: Fleet, project_key: str, clock: FakeClock,
+                                            state: AppState) -> None:
+    """A logs request becomes a task in the host's assignments; the agent's result answers it."""
+    import threading
+
+    from coldplate.loops import retention
+
+    host = fleet.host("h1")
+    iid = create(client, project_key)["id"]
+    answer: dict[str, object] = {}
+
+    def request_logs() -> None:
+        response = client.get(f"/v1/instances/{iid}/logs", params={"tail": 2}, headers=auth(project_key))
+        answer["status"], answer["text"] = response.status_code, response.text
+
+    requester = threading.Thread(target=request_logs)
+    requester.start()
+    tasks: list[dict[str, object]] = []
+    for _ in range(100):
+        tasks = fleet.assignments(host)["tasks"]
+        if tasks:
+            break
+        threading.Event().wait(0.05)
+    assert tasks and tasks[0]["kind"] == "logs" and tasks[0]["params"] == {"tail": 2}
+    posted = client.post(f"/v1/agent/tasks/{tasks[0]['id']}/result", json={"lines": ["a", "b"], "cursor": "9"},
+                         headers=auth(fleet.tokens[host]))
+    assert posted.status_code == 200
+    requester.join(timeout=10)
+    assert answer == {"status": 200, "text": "a\nb\n"}
+    assert fleet.assignments(host)["tasks"] == []  # answered tasks are no longer handed out
+    clock.advance(3601)
+    assert retention.run_once(state) == 1

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from coldplate import Client
-from coldplate.client import Instance
+from coldplate.client import Instance, InvalidStateError
 from tests.e2e.conftest import Cluster, _wait, free_port
 
 
@@ -106,3 +106,43 @@ def test_failed_start_has_a_readable_reason(real_agent: tuple[Cluster, str]) -> 
 
 def _forwarded(inst: Instance, internal: int) -> int:
     return next(p["external_port"] for p in inst.ports if p["internal_port"] == internal)
+
+
+def test_exec_and_logs(real_agent: tuple[Cluster, str]) -> None:
+    cluster, image = real_agent
+    client = Client(cluster.url, cluster.admin_key)
+    script = "echo booted; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"
+    inst = client.create_instance(name="logger", gpu="h100", image=image, cmd=["sh", "-c", script],
+                                  env={"SECRET_WORD": "plum"})
+    client.wait_instance(inst.id, status="ready", timeout=60)
+
+    done = client.exec_instance(inst.id, "echo out-$SECRET_WORD; echo err >&2; exit 7")
+    assert (done.exit_code, done.stdout, done.stderr) == (7, "out-plum\n", "err\n")
+    argv = client.exec_instance(inst.id, ["sh", "-c", "cat /workspace/missing"])
+    assert argv.exit_code != 0 and "missing" in argv.stderr
+    slow = client.exec_instance(inst.id, "sleep 5", timeout=0.5)
+    assert slow.exit_code == 124
+
+    time.sleep(1)
+    text = client.instance_logs(inst.id, tail=3)
+    assert len(text.splitlines()) == 3 and all(line.startswith("tick") for line in text.splitlines())
+    assert "booted" in client.instance_logs(inst.id, tail=1000)
+
+    # follow: server-sent events with new lines as they are written, ending when the instance stops
+    seen: list[str] = []
+    with httpx.stream("GET", f"{cluster.url}/v1/instances/{inst.id}/logs", params={"tail": 0, "follow": True},
+                      headers={"Authorization": f"Bearer {cluster.admin_key}"}, timeout=30) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                seen.append(line.removeprefix("data: "))
+            if len(seen) >= 3:
+                break
+    assert all(s.startswith('"tick') for s in seen), seen
+    ticks = [int(s.strip('"').split()[1]) for s in seen]
+    assert ticks == sorted(ticks) and len(set(ticks)) == len(ticks)
+
+    client.stop_instance(inst.id, force=True)
+    client.wait_instance(inst.id, status="stopped", timeout=60)
+    with pytest.raises(InvalidStateError):
+        client.exec_instance(inst.id, "true")

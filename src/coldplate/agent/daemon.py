@@ -17,6 +17,7 @@ import httpx
 from coldplate.agent.runtimes.base import Assignment, Runtime, RuntimeFailure
 
 log = logging.getLogger(__name__)
+REPORT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Agent:
         self.token: str | None = None
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._register_lock = asyncio.Lock()
+        self._tasks_started: set[str] = set()
 
     async def register(self) -> None:
         response = await self.client.post(f"{self.server_url}/v1/agent/register",
@@ -141,11 +143,39 @@ class Agent:
         self._version = int(data["version"])
         for item in data["assignments"]:
             self._converge(Assignment.from_json(item))
+        for task in data.get("tasks", []):
+            if task["id"] not in self._tasks_started:  # listed until its result is posted
+                self._tasks_started.add(task["id"])
+                asyncio.create_task(self._run_task(task))
+
+    async def _run_task(self, task: dict[str, Any]) -> None:
+        params = task["params"]
+        try:
+            if task["kind"] == "exec":
+                done = await self.runtime.exec(task["instance_id"], params["cmd"], timeout=params["timeout"])
+                result: dict[str, Any] = {"exit_code": done.exit_code, "stdout": done.stdout, "stderr": done.stderr}
+            else:
+                chunk = await self.runtime.logs(task["instance_id"], tail=params.get("tail"),
+                                                cursor=params.get("cursor"))
+                result = {"lines": chunk.lines, "cursor": chunk.cursor}
+        except Exception as exc:  # the task fails, the agent does not
+            log.exception("task failed", extra={"task_id": task["id"]})
+            result = {"error": f"the agent could not run this: {exc}"}
+        for _ in range(5):
+            try:
+                response = await self._call("POST", f"/v1/agent/tasks/{task['id']}/result", json=result)
+                if response.status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(self.retry_delay)
 
     def _converge(self, spec: Assignment) -> None:
         """Start one task per instance that needs work; an instance never has two at once."""
         work = None
-        if spec.desired == "running" and spec.status == "provisioning":
+        if spec.desired == "running" and spec.status in ("provisioning", "starting"):
+            # `starting` with nothing in flight: our `ready` report was lost (or we restarted); start is
+            # idempotent in every runtime, so start again and report again.
             work = self._start(spec)
         elif spec.status == "draining" and spec.desired in ("stopped", "running"):
             work = self._stop(spec, delete=False)
@@ -165,15 +195,23 @@ class Agent:
         self._version = -1  # re-read: the server may have moved on while we worked
 
     async def _report(self, instance_id: str, status: str, **extra: Any) -> None:
-        response = await self._call("POST", f"/v1/agent/instances/{instance_id}/transition",
-                                    json={"status": status, **extra})
+        for attempt in range(REPORT_ATTEMPTS):  # a lost report would leave the server a step behind
+            try:
+                response = await self._call("POST", f"/v1/agent/instances/{instance_id}/transition",
+                                            json={"status": status, **extra})
+                break
+            except httpx.HTTPError:
+                if attempt == REPORT_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(self.retry_delay)
         if response.status_code == 409:
             log.info("transition refused", extra={"instance_id": instance_id, "status": status})
             return
         response.raise_for_status()
 
     async def _start(self, spec: Assignment) -> None:
-        await self._report(spec.instance_id, "starting")
+        if spec.status == "provisioning":
+            await self._report(spec.instance_id, "starting")
         try:
             await self.runtime.start(spec)
         except RuntimeFailure as exc:

@@ -9,7 +9,15 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from coldplate.api import problems, routes_admin, routes_agent, routes_catalog, routes_instances, routes_ssh_keys
+from coldplate.api import (
+    problems,
+    routes_access,
+    routes_admin,
+    routes_agent,
+    routes_catalog,
+    routes_instances,
+    routes_ssh_keys,
+)
 from coldplate.api.state import AppState
 
 
@@ -30,7 +38,7 @@ def create_app(app_state: AppState) -> FastAPI:
     app = FastAPI(title="coldplate", version="0.1.0", lifespan=lifespan)
     app.state.coldplate = app_state
     problems.install(app)
-    for module in (routes_instances, routes_catalog, routes_admin, routes_agent, routes_ssh_keys):
+    for module in (routes_instances, routes_access, routes_catalog, routes_admin, routes_agent, routes_ssh_keys):
         app.include_router(module.router)
 
     @app.get("/healthz")

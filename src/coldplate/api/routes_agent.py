@@ -10,12 +10,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from coldplate.api.auth import agent_host, state
 from coldplate.api.problems import ApiProblem
-from coldplate.api.schemas import HeartbeatIn, RegisterIn, TransitionIn
+from coldplate.api.schemas import HeartbeatIn, RegisterIn, TaskResultIn, TransitionIn
 from coldplate.clock import isoformat
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import pricing
 from coldplate.domain.lifecycle import Status
-from coldplate.services import actions, hostnodes
+from coldplate.services import actions, agent_tasks, hostnodes
 from coldplate.services.hostnodes import HostSpec
 
 router = APIRouter(prefix="/v1/agent")
@@ -65,20 +65,24 @@ async def assignments(request: Request, host: Hostnode = Depends(agent_host),
                       ) -> dict[str, Any]:
     app = state(request)
 
-    def read() -> tuple[int, list[dict[str, Any]]]:
+    def read() -> tuple[int, dict[str, Any]]:
         with app.read() as session:
             current = hostnodes.get_hostnode(session, host.id)
-            return current.assignment_version, [_assignment(i) for i in hostnodes.assignments(session, host=current)]
+            return current.assignment_version, {
+                "assignments": [_assignment(i) for i in hostnodes.assignments(session, host=current)],
+                "tasks": [{"id": t.id, "kind": t.kind, "instance_id": t.instance_id, "params": t.params}
+                          for t in agent_tasks.pending(session, host=current)],
+            }
 
     waiter = app.signals.subscribe(host.id)
     try:
         deadline = time.monotonic() + wait
         while True:
             waiter.clear()
-            version, items = await run_in_threadpool(read)
+            version, work = await run_in_threadpool(read)
             left = deadline - time.monotonic()
             if version > since or left <= 0 or app.signals.closing:
-                return {"version": version, "assignments": items}
+                return {"version": version, **work}
             await app.signals.wait(waiter, left)
     finally:
         app.signals.unsubscribe(host.id, waiter)
@@ -96,3 +100,14 @@ def transition(instance_id: str, body: TransitionIn, request: Request,
         actions.report(session, clock=app.clock, host=current, inst=inst, status=Status(body.status),
                        failure_reason=body.failure_reason, exit_code=body.exit_code, exit_message=body.exit_message)
         return {"status": inst.status}
+
+
+@router.post("/tasks/{task_id}/result")
+def task_result(task_id: str, body: TaskResultIn, request: Request,
+                host: Hostnode = Depends(agent_host)) -> dict[str, Any]:
+    app = state(request)
+    with app.tx() as session:
+        current = hostnodes.get_hostnode(session, host.id)
+        agent_tasks.complete(session, clock=app.clock, host=current, task_id=task_id,
+                             result=body.model_dump(exclude_none=True))
+    return {"status": "done"}

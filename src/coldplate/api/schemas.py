@@ -185,6 +185,23 @@ class TransitionIn(Strict):
     exit_message: str | None = Field(default=None, max_length=500)
 
 
+class TaskResultIn(Strict):
+    exit_code: int | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    lines: list[str] | None = None
+    cursor: str | None = None
+    error: str | None = Field(default=None, max_length=2000)
+
+
+class ExecIn(Strict):
+    cmd: list[str] | str = Field(min_length=1)
+    timeout: float = Field(default=30, gt=0, le=600)
+
+    def argv(self) -> list[str]:
+        return ["sh", "-c", self.cmd] if isinstance(self.cmd, str) else self.cmd
+
+
 def gpu_view(slug: str, count: int) -> dict[str, Any]:
     gpu = catalog.gpu_type(slug)
     return {"type": gpu.slug, "name": gpu.name, "count": count}

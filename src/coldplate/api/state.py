@@ -76,6 +76,7 @@ class Settings:
     heartbeat_timeout_s: int = 30
     host_lost_grace_s: float = 120.0
     loop_interval_s: float = 1.0
+    metrics_retention_s: float = 24 * 3600
     run_loops: bool = True
 
 

@@ -127,6 +127,27 @@ def events(ref: str, as_json: bool = JSON) -> None:
             ("reason", lambda e: e.reason)])
 
 
+@instances_app.command("exec")
+def exec_(ref: str, cmd: str = typer.Argument(..., help="A shell command."), timeout: float = typer.Option(30),
+          as_json: bool = JSON) -> None:
+    """Run a command inside a ready instance; exits with the command's exit code."""
+    with api() as client:
+        result = client.exec_instance(ref, cmd, timeout=timeout)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+    else:
+        typer.echo(result.stdout, nl=False)
+        typer.echo(result.stderr, nl=False, err=True)
+    raise typer.Exit(result.exit_code)
+
+
+@instances_app.command("logs")
+def logs(ref: str, tail: int = typer.Option(100)) -> None:
+    """The last lines of an instance's output."""
+    with api() as client:
+        typer.echo(client.instance_logs(ref, tail=tail), nl=False)
+
+
 def offers(gpu: str = typer.Option(...), gpu_count: int = typer.Option(1), region: str = typer.Option(None),
            spot: bool = typer.Option(False), as_json: bool = JSON) -> None:
     """Every placeable option for a request, cheapest first."""

@@ -12,6 +12,7 @@ from coldplate.client import operations as ops
 from coldplate.client.errors import WaitTimeoutError, raise_for_problem
 
 T = TypeVar("T")
+
 WAIT_CHUNK_S = 30.0
 
 
@@ -34,7 +35,7 @@ class AsyncClient:
         response = await self._http.request(op.method, op.path, params=op.params or None, json=op.json,
                                             headers=op.headers or None)
         raise_for_problem(response)
-        return op.parse(response.json() if response.content else None)
+        return op.parse(ops.body_of(response))
 
     async def create_instance(self, *, idempotency_key: str | None = None, **fields: Any) -> models.Instance:
         return await self._do(ops.create_instance(fields, idempotency_key))
@@ -129,3 +130,9 @@ class AsyncClient:
 
     async def delete_ssh_key(self, key_id: str) -> None:
         await self._do(ops.delete_ssh_key(key_id))
+
+    async def exec_instance(self, ref: str, cmd: list[str] | str, *, timeout: float = 30) -> models.ExecResult:
+        return await self._do(ops.exec_instance(ref, cmd, timeout))
+
+    async def instance_logs(self, ref: str, *, tail: int = 100) -> str:
+        return await self._do(ops.instance_logs(ref, tail))

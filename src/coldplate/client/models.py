@@ -46,6 +46,12 @@ class Instance(Model):
     expires_at: str | None = None
 
 
+class ExecResult(Model):
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
 class InstanceEvent(Model):
     id: str
     type: str

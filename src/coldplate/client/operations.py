@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import httpx
 from pydantic import BaseModel
 
 from coldplate.client import models
@@ -24,6 +25,15 @@ class Op(Generic[T]):
     params: dict[str, Any] = field(default_factory=dict)
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def body_of(response: httpx.Response) -> Any:
+    """JSON when the server says JSON, else text (logs); None for an empty answer."""
+    if not response.content:
+        return None
+    if response.headers.get("content-type", "").startswith("application/json"):
+        return response.json()
+    return response.text
 
 
 def one(model: type[M]) -> Callable[[Any], M]:
@@ -139,3 +149,11 @@ def list_ssh_keys() -> Op[list[models.SshKey]]:
 
 def delete_ssh_key(key_id: str) -> Op[None]:
     return Op("DELETE", f"/v1/ssh-keys/{key_id}", nothing)
+
+
+def exec_instance(ref: str, cmd: list[str] | str, timeout: float) -> Op[models.ExecResult]:
+    return Op("POST", f"/v1/instances/{ref}/exec", one(models.ExecResult), json={"cmd": cmd, "timeout": timeout})
+
+
+def instance_logs(ref: str, tail: int) -> Op[str]:
+    return Op("GET", f"/v1/instances/{ref}/logs", str, params={"tail": tail})

@@ -169,3 +169,30 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int]
     body: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+
+
+class AgentTask(Base):
+    """Work for an agent that answers a user request (exec, logs); the agent long-polls for it."""
+
+    __tablename__ = "agent_tasks"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    hostnode_id: Mapped[str] = mapped_column(ForeignKey("hostnodes.id"))
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    params: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20))  # pending | done
+    result: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_agent_tasks_host_status", "hostnode_id", "status"),)
+
+
+class MetricSample(Base):
+    __tablename__ = "metric_samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance_id: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime]
+    values: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index("ix_metric_samples_instance_at", "instance_id", "at"), Index("ix_metric_samples_at", "at"))

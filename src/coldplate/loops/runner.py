@@ -9,11 +9,13 @@ from collections.abc import Callable
 from fastapi.concurrency import run_in_threadpool
 
 from coldplate.api.state import AppState
-from coldplate.loops import hosts, timers
+from coldplate.loops import hosts, retention, timers
 
 log = logging.getLogger(__name__)
 
-LOOPS: dict[str, Callable[[AppState], object]] = {"timers": timers.run_once, "hosts": hosts.run_once}
+LOOPS: dict[str, Callable[[AppState], object]] = {
+    "timers": timers.run_once, "hosts": hosts.run_once, "retention": retention.run_once,
+}
 
 
 async def run_forever(app: AppState, name: str, once: Callable[[AppState], object]) -> None:

@@ -56,6 +56,19 @@ def gpu_env(indices: list[int]) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible or "void"}
 
 
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    lines: list[str]
+    cursor: str  # where the next read continues; opaque to everyone but the runtime
+
+
 class RuntimeFailure(Exception):
     """The instance could not be started; the message is shown to the user as `failure_reason`."""
 
@@ -72,6 +85,12 @@ class Runtime(Protocol):
 
     async def running(self) -> set[str]:
         """Ids of the instances whose workload runs now."""
+
+    async def exec(self, instance_id: str, cmd: list[str], *, timeout: float) -> ExecResult:
+        """Run a command inside the instance; exit code 124 when it ran past `timeout`."""
+
+    async def logs(self, instance_id: str, *, tail: int | None, cursor: str | None) -> LogChunk:
+        """The last `tail` lines, or everything after `cursor`."""
 
 
 def exited_during_start(what: str, code: int | None, output: str) -> RuntimeFailure:

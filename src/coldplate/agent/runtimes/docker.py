@@ -11,7 +11,8 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
@@ -20,7 +21,9 @@ from docker.types import DeviceRequest
 from coldplate.agent.runtimes.base import (
     START_CHECK_S,
     Assignment,
+    ExecResult,
     ExitInfo,
+    LogChunk,
     RuntimeFailure,
     exit_message,
     exited_during_start,
@@ -125,6 +128,44 @@ class DockerRuntime:
                 collection.get(name).remove(force=True)
             except NotFound:
                 pass
+
+    async def exec(self, instance_id: str, cmd: list[str], *, timeout: float) -> ExecResult:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._exec, instance_id, cmd), timeout=timeout)
+        except TimeoutError:
+            return ExecResult(124, "", f"the command ran past its {timeout:g}s timeout")
+
+    def _exec(self, instance_id: str, cmd: list[str]) -> ExecResult:
+        try:
+            container = self.client.containers.get(container_name(instance_id))
+            result = container.exec_run(cmd, demux=True)
+        except (NotFound, APIError) as exc:
+            return ExecResult(126, "", f"could not run the command: {exc}")
+        out, err = cast(tuple[bytes | None, bytes | None], result.output)  # demux=True: (stdout, stderr)
+        return ExecResult(int(result.exit_code or 0), (out or b"").decode(errors="replace"),
+                          (err or b"").decode(errors="replace"))
+
+    async def logs(self, instance_id: str, *, tail: int | None, cursor: str | None) -> LogChunk:
+        return await asyncio.to_thread(self._logs, instance_id, tail, cursor)
+
+    def _logs(self, instance_id: str, tail: int | None, cursor: str | None) -> LogChunk:
+        try:
+            container = self.client.containers.get(container_name(instance_id))
+        except NotFound:
+            return LogChunk([], cursor or "")
+        kwargs: dict[str, Any] = {"timestamps": True}
+        if cursor:
+            kwargs["since"] = datetime.fromisoformat(cursor[:26].rstrip("Z")).replace(tzinfo=UTC)
+        elif tail is not None:
+            kwargs["tail"] = max(tail, 1)  # engines differ on tail=0 (some return everything)
+        lines, last = [], cursor or ""
+        for raw in container.logs(**kwargs).decode(errors="replace").splitlines():
+            stamp, _, text = raw.partition(" ")
+            if cursor and stamp <= cursor:
+                continue
+            lines.append(text)
+            last = stamp
+        return LogChunk([] if tail == 0 and not cursor else lines, last)
 
     async def running(self) -> set[str]:
         return await asyncio.to_thread(self._running)

@@ -23,7 +23,9 @@ from pathlib import Path
 from coldplate.agent.runtimes.base import (
     START_CHECK_S,
     Assignment,
+    ExecResult,
     ExitInfo,
+    LogChunk,
     RuntimeFailure,
     exit_message,
     exited_during_start,
@@ -39,6 +41,7 @@ SKIP_ROOT = {"proc", "dev", "tmp", "sys", "run", "workspace"}
 class Running:
     process: asyncio.subprocess.Process
     main_pid: int
+    env: dict[str, str]
     proxies: list[asyncio.Server] = field(default_factory=list)
 
 
@@ -46,7 +49,7 @@ def returncode_to_exit(code: int | None) -> int | None:
     return None if code is None else (128 - code if code < 0 else code)
 
 
-def sandbox_args(workspace: Path, info_fd: int) -> list[str]:
+def sandbox_args(workspace: Path, info_fd: int | None = None) -> list[str]:
     """bubblewrap: the host's root read-only, the instance's workspace writable at /workspace."""
     args = ["bwrap"]
     for entry in sorted(os.listdir("/")):
@@ -57,8 +60,9 @@ def sandbox_args(workspace: Path, info_fd: int) -> list[str]:
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
-    return args + ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", str(workspace), "/workspace",
-                   "--chdir", "/workspace", "--setenv", "HOME", "/workspace", "--info-fd", str(info_fd), "--"]
+    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", str(workspace), "/workspace",
+             "--chdir", "/workspace", "--setenv", "HOME", "/workspace"]
+    return args + (["--info-fd", str(info_fd)] if info_fd is not None else []) + ["--"]
 
 
 class ProcessRuntime:
@@ -101,7 +105,7 @@ class ProcessRuntime:
                 main_pid = int(json.loads(raw)["child-pid"])
         else:
             os.close(read_fd)
-        running = Running(process=process, main_pid=main_pid)
+        running = Running(process=process, main_pid=main_pid, env=env)
         self.running_[spec.instance_id] = running
         try:
             await asyncio.wait_for(process.wait(), timeout=START_CHECK_S)
@@ -162,6 +166,42 @@ class ProcessRuntime:
             os.killpg(process.pid, signal.SIGKILL)
         code = returncode_to_exit(process.returncode)
         return ExitInfo(code, exit_message(code))
+
+    async def exec(self, instance_id: str, cmd: list[str], *, timeout: float) -> ExecResult:
+        running = self.running_.get(instance_id)
+        if running is None:
+            return ExecResult(126, "", "the instance is not running")
+        workspace = self.workspace(instance_id)
+        prefix = sandbox_args(workspace) if self.sandbox else []
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *prefix, *cmd, cwd=workspace, env=running.env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            return ExecResult(127, "", f"could not run the command: {exc}")
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), timeout=timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            return ExecResult(124, "", f"the command ran past its {timeout:g}s timeout")
+        code = returncode_to_exit(process.returncode)
+        return ExecResult(code if code is not None else 0, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    async def logs(self, instance_id: str, *, tail: int | None, cursor: str | None) -> LogChunk:
+        path = self.instance_dir(instance_id) / "output.log"
+        if not path.exists():
+            return LogChunk([], cursor or "0")
+        data = await asyncio.to_thread(path.read_bytes)
+        start = int(cursor) if cursor and cursor.isdigit() else 0
+        end = data.rfind(b"\n") + 1  # only whole lines; a partial last line waits for the next read
+        if end <= start:
+            return LogChunk([], str(start))
+        lines = data[start:end].decode(errors="replace").splitlines()
+        if cursor is None and tail is not None:
+            lines = lines[-tail:] if tail else []
+        return LogChunk(lines, str(end))
 
     async def delete(self, instance_id: str) -> None:
         await self.stop(instance_id, grace_seconds=0, force=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from coldplate.agent.runtimes.base import Assignment, ExitInfo, RuntimeFailure
+from coldplate.agent.runtimes.base import Assignment, ExecResult, ExitInfo, LogChunk, RuntimeFailure
 
 
 class SimRuntime:
@@ -37,3 +37,11 @@ class SimRuntime:
 
     async def running(self) -> set[str]:
         return {i for i, state in self.instances.items() if state == "running"}
+
+    async def exec(self, instance_id: str, cmd: list[str], *, timeout: float) -> ExecResult:
+        if self.instances.get(instance_id) != "running":
+            return ExecResult(126, "", "the instance is not running")
+        return ExecResult(0, f"simulated: {' '.join(cmd)}\n", "")
+
+    async def logs(self, instance_id: str, *, tail: int | None, cursor: str | None) -> LogChunk:
+        return LogChunk(lines=[] if cursor else [f"simulated instance {instance_id}"], cursor="end")

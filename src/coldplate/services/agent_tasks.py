@@ -1,0 +1,58 @@
+"""Requests a user makes of a running instance (exec, logs), carried to its agent and back.
+
+The control plane never calls a host: a task row is written, the host's long-poll is woken, the
+agent runs it and posts the result, and the waiting request is woken by that commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coldplate.clock import Clock
+from coldplate.db.tables import AgentTask, Hostnode, Instance
+from coldplate.domain.lifecycle import Status
+from coldplate.ids import new_id
+from coldplate.services import capacity, signals
+from coldplate.services.errors import InvalidState, NotFound
+
+KINDS = ("exec", "logs")
+
+
+def create(session: Session, *, clock: Clock, inst: Instance, kind: str, params: dict[str, Any],
+           need_running: bool) -> AgentTask:
+    if inst.hostnode_id is None:
+        raise InvalidState(f"instance {inst.id} is not on a hostnode", param="id")
+    if need_running and inst.status != Status.READY.value:
+        raise InvalidState(f"instance {inst.id} is {inst.status}; it must be ready", param="id")
+    task = AgentTask(id=new_id("task"), hostnode_id=inst.hostnode_id, instance_id=inst.id, kind=kind,
+                     params=params, status="pending", result=None, created_at=clock.now())
+    session.add(task)
+    capacity.bump_assignments(session, inst.hostnode_id)
+    session.flush()
+    return task
+
+
+def pending(session: Session, *, host: Hostnode) -> list[AgentTask]:
+    return list(session.scalars(select(AgentTask).where(AgentTask.hostnode_id == host.id,
+                                                        AgentTask.status == "pending")
+                                .order_by(AgentTask.created_at, AgentTask.id)))
+
+
+def complete(session: Session, *, clock: Clock, host: Hostnode, task_id: str, result: dict[str, Any]) -> None:
+    task = session.get(AgentTask, task_id)
+    if task is None or task.hostnode_id != host.id:
+        raise NotFound(f"task {task_id} is not for this hostnode", param="task_id")
+    if task.status == "done":
+        return  # an agent retrying its post
+    task.status, task.result, task.done_at = "done", result, clock.now()
+    signals.touch(session, task.id)
+    session.flush()
+
+
+def get(session: Session, *, task_id: str) -> AgentTask:
+    task = session.get(AgentTask, task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} not found", param="task_id")
+    return task
