@@ -372,3 +372,30 @@ def test_agent_tasks_are_carried_and_expire(client: TestClient, fleet: Fleet, pr
     assert fleet.assignments(host)["tasks"] == []  # answered tasks are no longer handed out
     clock.advance(3601)
     assert retention.run_once(state) == 1
+
+
+def test_heartbeat_metrics_are_stored_per_instance(client: TestClient, fleet: Fleet, project_key: str,
+                                                   clock: FakeClock, state: AppState) -> None:
+    from coldplate.loops import retention
+
+    host, other = fleet.host("h1"), fleet.host("h2", price="9.00")
+    iid = create(client, project_key)["id"]
+    for util in (10.0, 90.0):
+        clock.advance(5)
+        response = client.post("/v1/agent/heartbeat", headers=auth(fleet.tokens[host]), json={
+            "metrics": [{"instance_id": iid, "values": {"gpu_util_pct": util, "cpu_pct": 1.5}}]})
+        assert response.status_code == 200
+    # another host cannot write samples for this instance
+    client.post("/v1/agent/heartbeat", headers=auth(fleet.tokens[other]),
+                json={"metrics": [{"instance_id": iid, "values": {"gpu_util_pct": 55.0}}]})
+    series = client.get(f"/v1/instances/{iid}/metrics", headers=auth(project_key)).json()["data"]
+    assert [s["gpu_util_pct"] for s in series] == [10.0, 90.0]
+    later = client.get(f"/v1/instances/{iid}/metrics", params={"since": series[0]["at"]},
+                       headers=auth(project_key)).json()["data"]
+    assert [s["gpu_util_pct"] for s in later] == [90.0]
+    bad = client.post("/v1/agent/heartbeat", headers=auth(fleet.tokens[host]),
+                      json={"metrics": [{"instance_id": iid, "values": {"gpu_util_pct": "lots"}}]})
+    assert bad.status_code == 422 and bad.json()["param"].startswith("metrics.0.values")
+    clock.advance(24 * 3600 + 60)
+    retention.run_once(state)
+    assert client.get(f"/v1/instances/{iid}/metrics", headers=auth(project_key)).json()["data"] == []

@@ -26,7 +26,8 @@ def real_agent(request: pytest.FixtureRequest, server: Cluster, tmp_path: Path) 
     proc = subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", server.url, "--join-token",
                              server.join_token, "--runtime", runtime, "--name", f"{runtime}-host", "--region", "eu",
                              "--port-range", f"{lo}-{lo + 20}", "--fake-gpus", "h100-80gb:2", "--gpu-price", "2.00",
-                             "--data-dir", str(tmp_path / "agent")], stdout=log, stderr=subprocess.STDOUT)
+                             "--data-dir", str(tmp_path / "agent"), "--heartbeat-interval", "0.5"],
+                            stdout=log, stderr=subprocess.STDOUT)
     try:
         headers = {"Authorization": f"Bearer {server.admin_key}"}
         _wait(lambda: len(httpx.get(f"{server.url}/v1/hostnodes", headers=headers).json()["data"]) == 1, 30,
@@ -146,3 +147,27 @@ def test_exec_and_logs(real_agent: tuple[Cluster, str]) -> None:
     client.wait_instance(inst.id, status="stopped", timeout=60)
     with pytest.raises(InvalidStateError):
         client.exec_instance(inst.id, "true")
+
+
+def test_metrics_samples_arrive(real_agent: tuple[Cluster, str]) -> None:
+    cluster, image = real_agent
+    client = Client(cluster.url, cluster.admin_key)
+    inst = client.create_instance(name="busy", gpu="h100", image=image,
+                                  cmd=["sh", "-c", "cd /workspace; head -c 300000 /dev/zero > blob; "
+                                                   "while true; do :; done"])
+    client.wait_instance(inst.id, status="ready", timeout=60)
+    headers = {"Authorization": f"Bearer {cluster.admin_key}"}
+    samples: list[dict[str, float]] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        samples = httpx.get(f"{cluster.url}/v1/instances/{inst.id}/metrics", headers=headers).json()["data"]
+        if len(samples) >= 3 and samples[-1].get("disk_bytes", 0) >= 300000:
+            break
+        time.sleep(0.5)
+    assert len(samples) >= 3, samples
+    last = samples[-1]
+    assert last["cpu_pct"] > 20  # a busy loop: most of a core
+    assert last["memory_bytes"] > 0 and last["uptime_s"] >= 0 and last["disk_bytes"] >= 300000
+    newer = httpx.get(f"{cluster.url}/v1/instances/{inst.id}/metrics", params={"since": samples[-2]["at"]},
+                      headers=headers).json()["data"]
+    assert [s["at"] for s in newer][:1] == [samples[-1]["at"]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +59,8 @@ class HostSpec:
 class Agent:
     def __init__(self, *, server_url: str, join_token: str, spec: HostSpec, runtime: Runtime,
                  client: httpx.AsyncClient | None = None, heartbeat_interval: float = 5.0,
-                 poll_wait: float = 25.0, retry_delay: float = 0.5) -> None:
+                 poll_wait: float = 25.0, retry_delay: float = 0.5,
+                 gpu_usage: Callable[[list[int]], dict[str, float]] | None = None) -> None:
         self.server_url = server_url.rstrip("/")
         self.join_token = join_token
         self.spec = spec
@@ -72,6 +74,8 @@ class Agent:
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._register_lock = asyncio.Lock()
         self._tasks_started: set[str] = set()
+        self.gpu_usage = gpu_usage  # NVML on hosts with real GPUs
+        self._gpu_indices: dict[str, list[int]] = {}
 
     async def register(self) -> None:
         response = await self.client.post(f"{self.server_url}/v1/agent/register",
@@ -128,10 +132,22 @@ class Agent:
                 pass
 
     async def _heartbeat_once(self) -> None:
-        running = await self.runtime.running()
-        response = await self._call("POST", "/v1/agent/heartbeat",
-                                    json={"instances": [{"id": i, "status": "running"} for i in sorted(running)]})
+        running = sorted(await self.runtime.running())
+        response = await self._call("POST", "/v1/agent/heartbeat", json={
+            "instances": [{"id": i, "status": "running"} for i in running],
+            "metrics": [sample for i in running if (sample := await self._sample(i))],
+        })
         response.raise_for_status()
+
+    async def _sample(self, instance_id: str) -> dict[str, Any] | None:
+        try:
+            values = await self.runtime.sample(instance_id)
+            if self.gpu_usage is not None:
+                values.update(await asyncio.to_thread(self.gpu_usage, self._gpu_indices.get(instance_id, [])))
+        except Exception:  # an instance that went away between listing and sampling, or a busy engine
+            log.debug("sample failed", extra={"instance_id": instance_id})
+            return None
+        return {"instance_id": instance_id, "values": values} if values else None
 
     _version = -1
 
@@ -173,6 +189,7 @@ class Agent:
     def _converge(self, spec: Assignment) -> None:
         """Start one task per instance that needs work; an instance never has two at once."""
         work = None
+        self._gpu_indices[spec.instance_id] = spec.gpu_indices
         if spec.desired == "running" and spec.status in ("provisioning", "starting"):
             # `starting` with nothing in flight: our `ready` report was lost (or we restarted); start is
             # idempotent in every runtime, so start again and report again.

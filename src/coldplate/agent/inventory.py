@@ -82,3 +82,21 @@ def host_resources(data_dir: Path) -> HostResources:
     data_dir.mkdir(parents=True, exist_ok=True)
     return HostResources(vcpus=psutil.cpu_count() or 1, memory_gb=max(1, psutil.virtual_memory().total // 2**30),
                          disk_gb=max(1, shutil.disk_usage(data_dir).free // 2**30))
+
+
+def nvml_usage(indices: list[int]) -> dict[str, float]:
+    """GPU utilisation (mean over the instance's GPUs) and memory used (sum), through NVML."""
+    if not indices:
+        return {}
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        utils, memory = [], 0
+        for index in indices:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            utils.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+            memory += pynvml.nvmlDeviceGetMemoryInfo(handle).used
+        return {"gpu_util_pct": round(sum(utils) / len(utils), 1), "gpu_memory_bytes": float(memory)}
+    finally:
+        pynvml.nvmlShutdown()

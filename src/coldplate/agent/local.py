@@ -58,6 +58,7 @@ def make_runtime(kind: str, spec: HostSpec, *, data_dir: Path) -> Runtime:
 async def run_local_agent(*, server_url: str, join_token: str, spec: HostSpec, runtime: Runtime,
                           stop: asyncio.Event, heartbeat_interval: float = 5.0) -> None:
     async with httpx.AsyncClient(timeout=40) as client:
+        real_gpus = spec.gpu_count > 0 and not spec.gpu_simulated
         agent = Agent(server_url=server_url, join_token=join_token, spec=spec, runtime=runtime, client=client,
-                      heartbeat_interval=heartbeat_interval)
+                      heartbeat_interval=heartbeat_interval, gpu_usage=inventory.nvml_usage if real_gpus else None)
         await agent.run(stop)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,8 +17,9 @@ from coldplate.api.auth import require, scoped_project, state
 from coldplate.api.problems import ApiProblem
 from coldplate.api.schemas import ExecIn
 from coldplate.api.state import AppState
+from coldplate.clock import isoformat
 from coldplate.domain.lifecycle import FINAL, Status
-from coldplate.services import agent_tasks, instances
+from coldplate.services import agent_tasks, instances, metrics
 from coldplate.services.projects import Principal
 
 router = APIRouter(prefix="/v1/instances")
@@ -96,3 +98,13 @@ async def logs(ref: str, request: Request, principal: Principal = Depends(requir
                                    wait_s=AGENT_SLACK_S)
 
     return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@router.get("/{ref}/metrics")
+def metrics_series(ref: str, request: Request, principal: Principal = Depends(require("instances:read")),
+                   since: datetime | None = None) -> dict[str, Any]:
+    """Samples since `since` (ISO 8601), oldest first: GPU and CPU utilisation, memory, disk, network."""
+    with state(request).read() as session:
+        inst = instances.get(session, project_id=scoped_project(principal), ref=ref)
+        rows = metrics.series(session, instance_id=inst.id, since=since)
+        return {"data": [{"at": isoformat(r.at), **r.values} for r in rows]}

@@ -15,7 +15,7 @@ from coldplate.clock import isoformat
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import pricing
 from coldplate.domain.lifecycle import Status
-from coldplate.services import actions, agent_tasks, hostnodes
+from coldplate.services import actions, agent_tasks, hostnodes, metrics
 from coldplate.services.hostnodes import HostSpec
 
 router = APIRouter(prefix="/v1/agent")
@@ -46,6 +46,8 @@ def heartbeat(body: HeartbeatIn, request: Request, host: Hostnode = Depends(agen
     with app.tx() as session:
         current = hostnodes.get_hostnode(session, host.id)
         hostnodes.heartbeat(session, clock=app.clock, host=current)
+        metrics.record(session, clock=app.clock, host=current,
+                       samples=[(m.instance_id, m.values) for m in body.metrics])
         return {"status": current.status, "server_time": isoformat(app.clock.now())}
 
 

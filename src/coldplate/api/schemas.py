@@ -173,9 +173,15 @@ class ObservedInstance(BaseModel):
     status: str
 
 
+class MetricIn(Strict):
+    instance_id: str = Field(max_length=40)
+    values: dict[str, float] = Field(max_length=32)
+
+
 class HeartbeatIn(BaseModel):
-    model_config = ConfigDict(extra="allow")  # inventory and metrics grow with the agent
+    model_config = ConfigDict(extra="allow")  # inventory grows with the agent
     instances: list[ObservedInstance] = Field(default_factory=list)
+    metrics: list[MetricIn] = Field(default_factory=list, max_length=1000)
 
 
 class TransitionIn(Strict):

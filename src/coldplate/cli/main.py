@@ -65,6 +65,7 @@ def agent(
     vcpu_price: str = typer.Option("0.010000", help="Per vCPU per hour."),
     memory_price: str = typer.Option("0.002000", help="Per GB of memory per hour."),
     data_dir: Path = typer.Option(None, help="Where this agent keeps instance data (~/.coldplate)."),
+    heartbeat_interval: float = typer.Option(5.0, help="Seconds between heartbeats (each carries metrics)."),
 ) -> None:
     """Run a host agent for this machine, or with --runtime sim a fleet of simulated hosts."""
     from coldplate.agent.fleet import DEMO_FLEET, load_fleet, run_sim_fleet
@@ -85,7 +86,7 @@ def agent(
     if runtime == "sim" and (fleet is not None or hosts is not None):
         specs = load_fleet(fleet or DEMO_FLEET, hosts)
         asyncio.run(until_signalled(run_sim_fleet(server_url=server_url, join_token=join_token, specs=specs,
-                                                  stop=stop)))
+                                                  stop=stop, heartbeat_interval=heartbeat_interval)))
         return
     lo, _, hi = port_range.partition("-")
     if not (lo.isdigit() and hi.isdigit()):
@@ -99,7 +100,7 @@ def agent(
         raise typer.BadParameter(str(exc), param_hint="--fake-gpus") from exc
     asyncio.run(until_signalled(run_local_agent(server_url=server_url, join_token=join_token, spec=spec,
                                                 runtime=make_runtime(runtime, spec, data_dir=_data_dir(data_dir)),
-                                                stop=stop)))
+                                                stop=stop, heartbeat_interval=heartbeat_interval)))
 
 
 @app.command()

@@ -92,8 +92,25 @@ class Runtime(Protocol):
     async def logs(self, instance_id: str, *, tail: int | None, cursor: str | None) -> LogChunk:
         """The last `tail` lines, or everything after `cursor`."""
 
+    async def sample(self, instance_id: str) -> dict[str, float]:
+        """CPU, memory, disk, network and uptime of a running instance (GPU figures come from NVML)."""
+
 
 def exited_during_start(what: str, code: int | None, output: str) -> RuntimeFailure:
     """The failure a user reads when the workload died right after starting."""
     return RuntimeFailure(f"the {what} exited during start ({exit_message(code)})"
                           + (f"; last output: {output}" if output else ""))
+
+
+def directory_bytes(path: str) -> int:
+    """Bytes used under `path` (a workspace or a volume), not following links."""
+    import os
+
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total

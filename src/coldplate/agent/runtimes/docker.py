@@ -25,6 +25,7 @@ from coldplate.agent.runtimes.base import (
     ExitInfo,
     LogChunk,
     RuntimeFailure,
+    directory_bytes,
     exit_message,
     exited_during_start,
     gpu_env,
@@ -166,6 +167,28 @@ class DockerRuntime:
             lines.append(text)
             last = stamp
         return LogChunk([] if tail == 0 and not cursor else lines, last)
+
+    async def sample(self, instance_id: str) -> dict[str, float]:
+        return await asyncio.to_thread(self._sample, instance_id)
+
+    def _sample(self, instance_id: str) -> dict[str, float]:
+        container = self.client.containers.get(container_name(instance_id))
+        stats = cast(dict[str, Any], container.stats(stream=False))
+        cpu, pre = stats.get("cpu_stats", {}), stats.get("precpu_stats", {})
+        cpu_delta = cpu.get("cpu_usage", {}).get("total_usage", 0) - pre.get("cpu_usage", {}).get("total_usage", 0)
+        system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+        cpus = cpu.get("online_cpus") or len(cpu.get("cpu_usage", {}).get("percpu_usage") or [1])
+        networks = stats.get("networks", {}).values()
+        started = datetime.fromisoformat(container.attrs["State"]["StartedAt"][:26].rstrip("Z")).replace(tzinfo=UTC)
+        volume = self.client.volumes.get(volume_name(instance_id)).attrs["Mountpoint"]
+        return {
+            "cpu_pct": round(100.0 * cpu_delta / system_delta * cpus, 2) if system_delta > 0 else 0.0,
+            "memory_bytes": stats.get("memory_stats", {}).get("usage", 0),
+            "disk_bytes": directory_bytes(volume),
+            "net_rx_bytes": sum(n.get("rx_bytes", 0) for n in networks),
+            "net_tx_bytes": sum(n.get("tx_bytes", 0) for n in networks),
+            "uptime_s": round((datetime.now(UTC) - started).total_seconds(), 1),
+        }
 
     async def running(self) -> set[str]:
         return await asyncio.to_thread(self._running)

@@ -17,8 +17,11 @@ import logging
 import os
 import shutil
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from coldplate.agent.runtimes.base import (
     START_CHECK_S,
@@ -27,6 +30,7 @@ from coldplate.agent.runtimes.base import (
     ExitInfo,
     LogChunk,
     RuntimeFailure,
+    directory_bytes,
     exit_message,
     exited_during_start,
     gpu_env,
@@ -43,6 +47,7 @@ class Running:
     main_pid: int
     env: dict[str, str]
     proxies: list[asyncio.Server] = field(default_factory=list)
+    last_cpu: tuple[float, float] | None = None  # (monotonic time, cpu seconds) at the last sample
 
 
 def returncode_to_exit(code: int | None) -> int | None:
@@ -202,6 +207,32 @@ class ProcessRuntime:
         if cursor is None and tail is not None:
             lines = lines[-tail:] if tail else []
         return LogChunk(lines, str(end))
+
+    async def sample(self, instance_id: str) -> dict[str, float]:
+        running = self.running_.get(instance_id)
+        if running is None:
+            return {}
+        return await asyncio.to_thread(self._sample, instance_id, running)
+
+    def _sample(self, instance_id: str, running: Running) -> dict[str, float]:
+        try:
+            leader = psutil.Process(running.process.pid)
+            tree = [leader, *leader.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return {}
+        cpu_seconds, memory = 0.0, 0
+        for proc in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = proc.cpu_times()
+                cpu_seconds += times.user + times.system
+                memory += proc.memory_info().rss
+        now = time.monotonic()
+        last = running.last_cpu
+        running.last_cpu = (now, cpu_seconds)
+        cpu_pct = 100.0 * (cpu_seconds - last[1]) / (now - last[0]) if last and now > last[0] else 0.0
+        return {"cpu_pct": round(max(cpu_pct, 0.0), 2), "memory_bytes": memory,
+                "disk_bytes": directory_bytes(str(self.workspace(instance_id))),
+                "uptime_s": round(time.time() - leader.create_time(), 1)}
 
     async def delete(self, instance_id: str) -> None:
         await self.stop(instance_id, grace_seconds=0, force=True)

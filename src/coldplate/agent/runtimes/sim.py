@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 from coldplate.agent.runtimes.base import Assignment, ExecResult, ExitInfo, LogChunk, RuntimeFailure
 
@@ -15,6 +16,8 @@ class SimRuntime:
         self.failure_rate = failure_rate
         self.rng = rng or random.Random()
         self.instances: dict[str, str] = {}  # id → "running" | "exited"
+        self.started: dict[str, float] = {}
+        self.utilisation: dict[str, float] = {}
 
     async def start(self, spec: Assignment) -> None:
         if self.start_delay_s:
@@ -22,6 +25,7 @@ class SimRuntime:
         if self.failure_rate and self.rng.random() < self.failure_rate:
             raise RuntimeFailure("simulated start failure")
         self.instances[spec.instance_id] = "running"
+        self.started[spec.instance_id] = time.monotonic()
 
     async def stop(self, instance_id: str, *, grace_seconds: float, force: bool) -> ExitInfo:
         was_running = self.instances.get(instance_id) == "running"
@@ -45,3 +49,11 @@ class SimRuntime:
 
     async def logs(self, instance_id: str, *, tail: int | None, cursor: str | None) -> LogChunk:
         return LogChunk(lines=[] if cursor else [f"simulated instance {instance_id}"], cursor="end")
+
+    async def sample(self, instance_id: str) -> dict[str, float]:
+        """Synthetic figures: GPU utilisation wanders between 0 and 100 %."""
+        previous = self.utilisation.get(instance_id, 50.0)
+        current = min(100.0, max(0.0, previous + self.rng.uniform(-20, 20)))
+        self.utilisation[instance_id] = current
+        return {"gpu_util_pct": round(current, 1), "cpu_pct": round(current / 2, 1), "memory_bytes": 2**30,
+                "uptime_s": round(time.monotonic() - self.started.get(instance_id, time.monotonic()), 1)}

@@ -1,0 +1,33 @@
+"""Per-instance metric samples pushed by agents with their heartbeats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coldplate.clock import Clock
+from coldplate.db.tables import Hostnode, Instance, MetricSample
+
+MAX_POINTS = 10_000
+
+
+def record(session: Session, *, clock: Clock, host: Hostnode, samples: list[tuple[str, dict[str, float]]]) -> int:
+    """Store samples for instances on `host`; samples for other instances are dropped."""
+    if not samples:
+        return 0
+    ids = {instance_id for instance_id, _ in samples}
+    mine = set(session.scalars(select(Instance.id).where(Instance.id.in_(ids), Instance.hostnode_id == host.id)))
+    now = clock.now()
+    kept = [MetricSample(instance_id=i, at=now, values=v) for i, v in samples if i in mine]
+    session.add_all(kept)
+    session.flush()
+    return len(kept)
+
+
+def series(session: Session, *, instance_id: str, since: datetime | None) -> list[MetricSample]:
+    query = select(MetricSample).where(MetricSample.instance_id == instance_id)
+    if since is not None:
+        query = query.where(MetricSample.at > since)
+    return list(session.scalars(query.order_by(MetricSample.at, MetricSample.id).limit(MAX_POINTS)))
