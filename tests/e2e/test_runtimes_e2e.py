@@ -171,3 +171,34 @@ def test_metrics_samples_arrive(real_agent: tuple[Cluster, str]) -> None:
     newer = httpx.get(f"{cluster.url}/v1/instances/{inst.id}/metrics", params={"since": samples[-2]["at"]},
                       headers=headers).json()["data"]
     assert [s["at"] for s in newer][:1] == [samples[-1]["at"]]
+
+
+def test_ssh_with_openssh_client(real_agent: tuple[Cluster, str], tmp_path: Path) -> None:
+    cluster, image = real_agent
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    client = Client(cluster.url, cluster.admin_key)
+    inst = client.create_instance(name="sshbox", gpu="h100", image=image, cmd=["sleep", "3600"],
+                                  env={"GREETING": "hello"}, ssh_keys=[(tmp_path / "id_ed25519.pub").read_text()])
+    ready = client.wait_instance(inst.id, status="ready", timeout=60)
+    assert ready.ssh_command is not None
+    options = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+               "-o", "LogLevel=ERROR"]
+
+    def ssh(identity: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*ready.ssh_command.split(), "-i", str(identity), *options, *args],  # type: ignore[union-attr]
+                              capture_output=True, text=True, timeout=60)
+
+    ran = ssh(key, "echo $GREETING from $(pwd); echo oops >&2; exit 3")
+    assert (ran.returncode, ran.stdout, ran.stderr) == (3, "hello from /workspace\n", "oops\n")
+    with_tty = ssh(key, "-tt", "test -t 0 && test -t 1 && echo is-a-tty")
+    assert with_tty.returncode == 0 and with_tty.stdout.strip() == "is-a-tty", with_tty
+    without_tty = ssh(key, "test -t 0 || echo no-tty")
+    assert without_tty.stdout == "no-tty\n"
+    shell = subprocess.run([*ready.ssh_command.split(), "-i", str(key), *options], input="echo in-shell\nexit 5\n",
+                           capture_output=True, text=True, timeout=60)
+    assert shell.returncode == 5 and "in-shell" in shell.stdout
+    refused = ssh(stranger, "true")
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from coldplate.agent.runtimes.base import Assignment, Runtime, RuntimeFailure
+from coldplate.agent.ssh import SshGateway
 
 log = logging.getLogger(__name__)
 REPORT_ATTEMPTS = 5
@@ -60,7 +61,8 @@ class Agent:
     def __init__(self, *, server_url: str, join_token: str, spec: HostSpec, runtime: Runtime,
                  client: httpx.AsyncClient | None = None, heartbeat_interval: float = 5.0,
                  poll_wait: float = 25.0, retry_delay: float = 0.5,
-                 gpu_usage: Callable[[list[int]], dict[str, float]] | None = None) -> None:
+                 gpu_usage: Callable[[list[int]], dict[str, float]] | None = None,
+                 ssh: SshGateway | None = None) -> None:
         self.server_url = server_url.rstrip("/")
         self.join_token = join_token
         self.spec = spec
@@ -76,6 +78,7 @@ class Agent:
         self._tasks_started: set[str] = set()
         self.gpu_usage = gpu_usage  # NVML on hosts with real GPUs
         self._gpu_indices: dict[str, list[int]] = {}
+        self.ssh = ssh  # SSH endpoints for real runtimes; simulated hosts have none
 
     async def register(self) -> None:
         response = await self.client.post(f"{self.server_url}/v1/agent/register",
@@ -112,6 +115,8 @@ class Agent:
         for task in [*tasks, *self._busy.values()]:
             task.cancel()
         await asyncio.gather(*tasks, *self._busy.values(), return_exceptions=True)
+        if self.ssh is not None:
+            await self.ssh.close_all()
 
     async def _forever(self, once: Any, stop: asyncio.Event, interval: float) -> None:
         while not stop.is_set():
@@ -198,6 +203,9 @@ class Agent:
             work = self._stop(spec, delete=False)
         elif spec.status == "draining" and spec.desired == "terminated":
             work = self._stop(spec, delete=True)
+        ssh_missing = self.ssh is not None and spec.instance_id not in self.ssh.servers
+        if work is None and spec.status == "ready" and ssh_missing:
+            work = self._open_ssh(spec)  # after an agent restart the workload runs on, its endpoint does not
         if work is None:
             return
         if spec.instance_id in self._busy:
@@ -234,9 +242,19 @@ class Agent:
         except RuntimeFailure as exc:
             await self._report(spec.instance_id, "failed", failure_reason=str(exc))
             return
+        await self._open_ssh(spec)
         await self._report(spec.instance_id, "ready")
 
+    async def _open_ssh(self, spec: Assignment) -> None:
+        if self.ssh is not None:
+            try:
+                await self.ssh.open(spec.instance_id, spec.ssh_port, spec.ssh_keys)
+            except OSError as exc:  # the port is taken: the instance runs, without SSH
+                log.warning("ssh endpoint failed", extra={"instance_id": spec.instance_id, "error": repr(exc)})
+
     async def _stop(self, spec: Assignment, *, delete: bool) -> None:
+        if self.ssh is not None:
+            await self.ssh.close(spec.instance_id)
         info = await self.runtime.stop(spec.instance_id, grace_seconds=spec.grace_seconds, force=spec.force)
         if delete:
             await self.runtime.delete(spec.instance_id)

@@ -11,6 +11,7 @@ import httpx
 from coldplate.agent import inventory
 from coldplate.agent.daemon import Agent, HostSpec
 from coldplate.agent.runtimes.base import Runtime
+from coldplate.agent.ssh import SshGateway
 
 RUNTIMES = ("docker", "process", "sim")
 
@@ -56,9 +57,10 @@ def make_runtime(kind: str, spec: HostSpec, *, data_dir: Path) -> Runtime:
 
 
 async def run_local_agent(*, server_url: str, join_token: str, spec: HostSpec, runtime: Runtime,
-                          stop: asyncio.Event, heartbeat_interval: float = 5.0) -> None:
+                          stop: asyncio.Event, data_dir: Path, heartbeat_interval: float = 5.0) -> None:
     async with httpx.AsyncClient(timeout=40) as client:
         real_gpus = spec.gpu_count > 0 and not spec.gpu_simulated
         agent = Agent(server_url=server_url, join_token=join_token, spec=spec, runtime=runtime, client=client,
-                      heartbeat_interval=heartbeat_interval, gpu_usage=inventory.nvml_usage if real_gpus else None)
+                      heartbeat_interval=heartbeat_interval, gpu_usage=inventory.nvml_usage if real_gpus else None,
+                      ssh=SshGateway(runtime=runtime, data_dir=data_dir, bind=spec.address))
         await agent.run(stop)

@@ -100,7 +100,8 @@ def agent(
         raise typer.BadParameter(str(exc), param_hint="--fake-gpus") from exc
     asyncio.run(until_signalled(run_local_agent(server_url=server_url, join_token=join_token, spec=spec,
                                                 runtime=make_runtime(runtime, spec, data_dir=_data_dir(data_dir)),
-                                                stop=stop, heartbeat_interval=heartbeat_interval)))
+                                                stop=stop, data_dir=_data_dir(data_dir),
+                                                heartbeat_interval=heartbeat_interval)))
 
 
 @app.command()

@@ -69,6 +69,13 @@ class LogChunk:
     cursor: str  # where the next read continues; opaque to everyone but the runtime
 
 
+@dataclass(frozen=True)
+class Shell:
+    argv: list[str]
+    env: dict[str, str] | None = None  # None: the agent's own environment
+    cwd: str | None = None
+
+
 class RuntimeFailure(Exception):
     """The instance could not be started; the message is shown to the user as `failure_reason`."""
 
@@ -94,6 +101,9 @@ class Runtime(Protocol):
 
     async def sample(self, instance_id: str) -> dict[str, float]:
         """CPU, memory, disk, network and uptime of a running instance (GPU figures come from NVML)."""
+
+    def shell(self, instance_id: str, command: str | None, *, tty: bool) -> Shell | None:
+        """How to run `command` (None: a login shell) inside the instance from the host, for SSH."""
 
 
 def exited_during_start(what: str, code: int | None, output: str) -> RuntimeFailure:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import time
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -25,6 +26,7 @@ from coldplate.agent.runtimes.base import (
     ExitInfo,
     LogChunk,
     RuntimeFailure,
+    Shell,
     directory_bytes,
     exit_message,
     exited_during_start,
@@ -90,7 +92,7 @@ class DockerRuntime:
             return self.client.containers.create(
                 spec.image, command=spec.cmd, entrypoint=spec.entrypoint, name=container_name(spec.instance_id),
                 environment={**spec.env, **gpu_env(spec.gpu_indices)}, labels={LABEL: spec.instance_id},
-                hostname=spec.name, detach=True,
+                hostname=spec.name, detach=True, working_dir="/workspace",
                 ports={f"{p['internal_port']}/tcp": ("127.0.0.1", p["external_port"]) for p in spec.ports},
                 volumes={volume: {"bind": "/workspace", "mode": "rw"}},
                 nano_cpus=int(min(spec.vcpus, self.max_cpus) * 1e9), mem_limit=f"{spec.memory_gb}g",
@@ -189,6 +191,15 @@ class DockerRuntime:
             "net_tx_bytes": sum(n.get("tx_bytes", 0) for n in networks),
             "uptime_s": round((datetime.now(UTC) - started).total_seconds(), 1),
         }
+
+    def shell(self, instance_id: str, command: str | None, *, tty: bool) -> Shell | None:
+        """The docker CLI does the interactive attach (stdin, PTY, exit status) for us."""
+        docker_cli = shutil.which("docker")
+        if docker_cli is None:
+            return None
+        flags = ["-i", "-t", "-e", "TERM=xterm-256color"] if tty else ["-i"]
+        inner = ["sh", "-c", command] if command else ["sh", "-l"]
+        return Shell([docker_cli, "exec", *flags, container_name(instance_id), *inner])
 
     async def running(self) -> set[str]:
         return await asyncio.to_thread(self._running)

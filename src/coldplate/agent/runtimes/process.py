@@ -30,6 +30,7 @@ from coldplate.agent.runtimes.base import (
     ExitInfo,
     LogChunk,
     RuntimeFailure,
+    Shell,
     directory_bytes,
     exit_message,
     exited_during_start,
@@ -233,6 +234,16 @@ class ProcessRuntime:
         return {"cpu_pct": round(max(cpu_pct, 0.0), 2), "memory_bytes": memory,
                 "disk_bytes": directory_bytes(str(self.workspace(instance_id))),
                 "uptime_s": round(time.time() - leader.create_time(), 1)}
+
+    def shell(self, instance_id: str, command: str | None, *, tty: bool) -> Shell | None:
+        running = self.running_.get(instance_id)
+        if running is None:
+            return None
+        workspace = self.workspace(instance_id)
+        prefix = sandbox_args(workspace) if self.sandbox else []
+        inner = ["sh", "-c", command] if command else ["sh", "-i"]
+        env = {**running.env, **({"TERM": "xterm-256color"} if tty else {})}
+        return Shell([*prefix, *inner], env=env, cwd=str(workspace))
 
     async def delete(self, instance_id: str) -> None:
         await self.stop(instance_id, grace_seconds=0, force=True)

@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 
-from coldplate.agent.runtimes.base import Assignment, ExecResult, ExitInfo, LogChunk, RuntimeFailure
+from coldplate.agent.runtimes.base import Assignment, ExecResult, ExitInfo, LogChunk, RuntimeFailure, Shell
 
 
 class SimRuntime:
@@ -57,3 +57,6 @@ class SimRuntime:
         self.utilisation[instance_id] = current
         return {"gpu_util_pct": round(current, 1), "cpu_pct": round(current / 2, 1), "memory_bytes": 2**30,
                 "uptime_s": round(time.monotonic() - self.started.get(instance_id, time.monotonic()), 1)}
+
+    def shell(self, instance_id: str, command: str | None, *, tty: bool) -> Shell | None:
+        return None  # simulated instances have nothing to log into
