@@ -13,6 +13,7 @@ import pytest
 
 from coldplate.agent.daemon import Agent, HostSpec
 from coldplate.agent.fleet import DEMO_FLEET, FleetError, load_fleet
+from coldplate.agent.retention import WorkspaceRetention
 from coldplate.agent.runtimes.base import Assignment
 from coldplate.agent.runtimes.sim import SimRuntime
 
@@ -61,10 +62,11 @@ def assignment(status: str, desired: str) -> dict[str, Any]:
             "gpu_indices": [0], "grace_seconds": 1, "force": False, "surprise_field": 1}
 
 
-async def run_agent(server: StandInServer, runtime: SimRuntime, until: Any) -> None:
+async def run_agent(server: StandInServer, runtime: SimRuntime, until: Any,
+                    retention: WorkspaceRetention | None = None) -> None:
     client = httpx.AsyncClient(transport=httpx.MockTransport(server.handler))
     agent = Agent(server_url="http://cp", join_token="cpj", spec=SPEC, runtime=runtime, client=client,
-                  heartbeat_interval=0.01, poll_wait=0.01, retry_delay=0.01)
+                  heartbeat_interval=0.01, poll_wait=0.01, retry_delay=0.01, retention=retention)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     for _ in range(500):
@@ -166,3 +168,81 @@ async def test_lost_ready_report_is_sent_again() -> None:
     server.handler = flaky  # type: ignore[method-assign]
     await run_agent(server, SimRuntime(), lambda: ("inst_1", "ready") in server.reports)
     assert ("inst_1", "ready") in server.reports and failed == [True]
+
+
+class RecordingRuntime(SimRuntime):
+    """The sim runtime, recording purges; a start can be made to hang like a long first boot."""
+
+    def __init__(self, *, hang: bool = False) -> None:
+        super().__init__()
+        self.hang = hang
+        self.purged: list[str] = []
+        self.cancelled_starts = 0
+
+    async def start(self, spec: Assignment) -> None:
+        if self.hang:
+            self.instances[spec.instance_id] = "running"  # the workload runs; its cloud-init has not finished
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled_starts += 1
+                raise
+        await super().start(spec)
+
+    async def purge(self, instance_id: str) -> None:
+        self.purged.append(instance_id)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_terminated_workspace_is_kept_for_the_retention_period(tmp_path: Path) -> None:
+    clock = Clock()
+    retention = WorkspaceRetention(tmp_path, days=7, now=clock)
+    server = StandInServer([[assignment("provisioning", "running")], [assignment("draining", "terminated")]])
+    runtime = RecordingRuntime()
+    await run_agent(server, runtime, lambda: ("inst_1", "terminated") in server.reports, retention)
+    assert runtime.instances == {} and runtime.purged == []
+    assert retention.scheduled() == {"inst_1": clock.now + 7 * 86400}
+    clock.now += 7 * 86400 - 1
+    server.rounds, server.calls, server.position = [[]], 0, 0
+    await run_agent(server, runtime, lambda: server.calls >= 20, retention)  # heartbeats, nothing due
+    assert runtime.purged == []
+    clock.now += 1
+    await run_agent(server, runtime, lambda: runtime.purged == ["inst_1"], retention)
+    assert runtime.purged == ["inst_1"] and retention.scheduled() == {}
+
+
+def test_retention_book_survives_a_restart_and_keeps_the_first_deadline(tmp_path: Path) -> None:
+    clock = Clock()
+    WorkspaceRetention(tmp_path, days=1, now=clock).keep("inst_a")
+    clock.now += 100
+    again = WorkspaceRetention(tmp_path, days=1, now=clock)  # a new agent process
+    again.keep("inst_a")  # a retried terminate
+    assert again.scheduled() == {"inst_a": 1_000_000.0 + 86400}
+    assert again.due() == []
+    clock.now += 86400
+    assert again.due() == ["inst_a"]
+    again.forget("inst_a")
+    assert WorkspaceRetention(tmp_path, now=clock).scheduled() == {}
+
+
+async def test_without_retention_the_disk_goes_with_the_instance() -> None:
+    server = StandInServer([[assignment("provisioning", "running")], [assignment("draining", "terminated")]])
+    runtime = RecordingRuntime()
+    await run_agent(server, runtime, lambda: ("inst_1", "terminated") in server.reports)
+    assert runtime.purged == ["inst_1"]
+
+
+async def test_stop_wins_over_a_start_still_booting() -> None:
+    """A stop that arrives during a long cloud-init must not wait for it to finish."""
+    server = StandInServer([[assignment("provisioning", "running")], [assignment("draining", "stopped")]])
+    runtime = RecordingRuntime(hang=True)
+    await run_agent(server, runtime, lambda: ("inst_1", "stopped") in server.reports)
+    assert server.reports == [("inst_1", "starting"), ("inst_1", "stopped")]
+    assert runtime.cancelled_starts == 1 and runtime.instances == {"inst_1": "exited"}

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from coldplate.agent.runtimes.base import Assignment, RuntimeFailure
-from coldplate.agent.runtimes.docker import DockerRuntime, container_name
+from coldplate.agent.runtimes.docker import DockerRuntime, container_name, project_volume_name, volume_name
 from coldplate.agent.runtimes.process import ProcessRuntime
 from tests.e2e.conftest import free_port
 
@@ -24,6 +24,7 @@ class Harness:
         self.runtime = runtime
         self.image = image
         self.created: list[str] = []
+        self.cleanup: list[str] = []  # project volumes, which outlive instances
 
     def spec(self, cmd: list[str], **extra: Any) -> Assignment:
         instance_id = f"inst_t{uuid.uuid4().hex[:10]}"
@@ -48,6 +49,9 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     yield h
     for instance_id in h.created:
         await h.runtime.delete(instance_id)
+        await h.runtime.purge(instance_id)
+    for volume in h.cleanup:
+        h.runtime.client.volumes.get(volume).remove(force=True)
 
 
 async def wait_text(url: str) -> str:
@@ -125,17 +129,64 @@ async def test_docker_missing_image_fails_readably(docker_client: Any) -> None:
     await runtime.delete(spec.instance_id)
 
 
-async def test_delete_removes_everything(harness: Harness) -> None:
-    s = harness.spec(["sleep", "3600"])
+async def test_delete_keeps_the_workspace_until_purge(harness: Harness) -> None:
+    s = harness.spec(["sh", "-c", "echo kept > /workspace/f; sleep 3600"])
     await harness.runtime.start(s)
     await harness.runtime.delete(s.instance_id)
     assert s.instance_id not in await harness.runtime.running()
     if isinstance(harness.runtime, DockerRuntime):
         client = harness.runtime.client
         assert not client.containers.list(all=True, filters={"name": container_name(s.instance_id)})
-        assert not client.volumes.list(filters={"name": f"cp-{s.instance_id}-workspace"})
+        assert client.volumes.list(filters={"name": volume_name(s.instance_id)})
+        await harness.runtime.purge(s.instance_id)
+        assert not client.volumes.list(filters={"name": volume_name(s.instance_id)})
     else:
+        assert (harness.runtime.workspace(s.instance_id) / "f").read_text() == "kept\n"
+        await harness.runtime.purge(s.instance_id)
         assert not harness.runtime.instance_dir(s.instance_id).exists()
+
+
+async def test_cloud_init_runs_once_before_the_workload(harness: Harness) -> None:
+    config = {"write_files": [{"path": "/workspace/app.conf", "content": "port=1\n", "permissions": "0600"}],
+              "runcmd": ["echo runcmd saw $(cat /workspace/app.conf) >> /workspace/boot.log", ["echo", "argv form"]]}
+    s = harness.spec(["sh", "-c", "echo workload up; sleep 3600"], cloud_init=config)
+    await harness.runtime.start(s)  # returns once cloud-init has finished
+    assert harness.read_workspace(s.instance_id, "boot.log") == "runcmd saw port=1\n"
+    await harness.runtime.stop(s.instance_id, grace_seconds=0, force=True)
+    await harness.runtime.start(s)
+    assert harness.read_workspace(s.instance_id, "boot.log") == "runcmd saw port=1\n"  # not run again
+    lines = (await harness.runtime.logs(s.instance_id, tail=None, cursor=None)).lines
+    assert lines.count("cloud-init: finished") == 1 and "argv form" in lines
+    assert lines.count("workload up") == 2
+
+
+async def test_failing_runcmd_fails_the_start_with_its_output(harness: Harness) -> None:
+    s = harness.spec(["sleep", "3600"], cloud_init={"runcmd": ["echo setting up", "echo no such thing >&2; exit 4"]})
+    with pytest.raises(RuntimeFailure, match=r"(?s)exited with code 4.*no such thing\ncloud-init: runcmd\[1\]"):
+        await harness.runtime.start(s)
+    lines = (await harness.runtime.logs(s.instance_id, tail=None, cursor=None)).lines
+    assert "setting up" in lines and lines[-1].endswith("failed with exit code 4")
+
+
+async def test_volumes_are_shared_per_project_and_readonly_is_honoured(harness: Harness) -> None:
+    project = f"prj_{uuid.uuid4().hex[:8]}"
+    writer = harness.spec(["sh", "-c", "echo shared > /data/f; sleep 3600"], project_id=project,
+                          volumes=[{"name": "data", "mount_path": "/data", "readonly": False}])
+    await harness.runtime.start(writer)
+    reader = harness.spec(["sleep", "3600"], project_id=project,
+                          volumes=[{"name": "data", "mount_path": "/shared", "readonly": True}])
+    await harness.runtime.start(reader)
+    read = await harness.runtime.exec(reader.instance_id, ["cat", "/shared/f"], timeout=10)
+    assert (read.exit_code, read.stdout) == (0, "shared\n")
+    write = await harness.runtime.exec(reader.instance_id, ["sh", "-c", "echo x > /shared/g"], timeout=10)
+    assert write.exit_code != 0 and "Read-only file system" in write.stderr
+    other = harness.spec(["sleep", "3600"], project_id=f"{project}x",
+                         volumes=[{"name": "data", "mount_path": "/data", "readonly": False}])
+    await harness.runtime.start(other)
+    assert (await harness.runtime.exec(other.instance_id, ["ls", "/data"], timeout=10)).stdout == ""
+    if isinstance(harness.runtime, DockerRuntime):
+        for name in (project_volume_name(project, "data"), project_volume_name(f"{project}x", "data")):
+            harness.cleanup.append(name)
 
 
 def test_process_runtime_sandboxes_with_bubblewrap(tmp_path: Path) -> None:

@@ -160,6 +160,12 @@ def test_no_capacity_names_alternatives(client: TestClient, fleet: Fleet, projec
     problem = response.json()
     assert problem["code"] == "no_capacity"
     assert "2x h100-80gb in eu" in problem["detail"] and "4x a100-80gb in na" in problem["detail"]
+    # GPUs free but not the vCPUs the request asks for: the detail says so instead of listing the GPUs
+    cpus = client.post("/v1/instances", json={"name": "cpu-heavy", "gpu": "h100", "vcpus": 500},
+                       headers=auth(project_key))
+    assert cpus.status_code == 409
+    assert cpus.json()["detail"] == ("no capacity for 1x h100-80gb: the hosts with those GPUs free lack "
+                                     "vCPUs (500 asked, 32 free)")
 
 
 def test_max_price_filters_hosts(client: TestClient, fleet: Fleet, project_key: str) -> None:
@@ -399,3 +405,48 @@ def test_heartbeat_metrics_are_stored_per_instance(client: TestClient, fleet: Fl
     clock.advance(24 * 3600 + 60)
     retention.run_once(state)
     assert client.get(f"/v1/instances/{iid}/metrics", headers=auth(project_key)).json()["data"] == []
+
+
+def test_volumes_and_cloud_init_validation_names_the_field(client: TestClient, fleet: Fleet,
+                                                           project_key: str) -> None:
+    fleet.host("h1")
+    cases = [
+        ({"volumes": [{"name": "data", "mount_path": "relative"}]}, "volumes.0.mount_path"),
+        ({"volumes": [{"name": "data", "mount_path": "/workspace"}]}, "volumes.0.mount_path"),
+        ({"volumes": [{"name": "data", "mount_path": "/proc/x"}]}, "volumes.0.mount_path"),
+        ({"volumes": [{"name": "Data!", "mount_path": "/data"}]}, "volumes.0.name"),
+        ({"volumes": [{"name": "a", "mount_path": "/data"}, {"name": "b", "mount_path": "/data/"}]}, "volumes"),
+        ({"cloud_init": {"runcmd": "echo not a list"}}, "cloud_init.runcmd"),
+        ({"cloud_init": {"users": []}}, "cloud_init.users"),
+        ({"cloud_init": {"packages": ["curl; rm -rf /"]}}, "cloud_init.packages"),
+        ({"cloud_init": {"packages": [["jq"]]}}, "cloud_init.packages"),
+        ({"cloud_init": {"runcmd": ["ls", []]}}, "cloud_init.runcmd"),
+        ({"cloud_init": {"runcmd": [3]}}, "cloud_init.runcmd"),
+        ({"cloud_init": {"write_files": [{"path": "etc/x"}]}}, "cloud_init.write_files.0.path"),
+        ({"cloud_init": {"write_files": [{"path": "/x", "permissions": "999"}]}},
+         "cloud_init.write_files.0.permissions"),
+        ({"cloud_init": {"write_files": [{"path": "/x", "content": "%%%", "encoding": "b64"}]}},
+         "cloud_init.write_files.0"),
+        ({"cloud_init": "runcmd: [ls]"}, "cloud_init"),
+        ({"cloud_init": "#cloud-config\nruncmd: [ls"}, "cloud_init"),
+    ]
+    for extra, field in cases:
+        response = client.post("/v1/instances", json={"name": "ok", "gpu": "h100", **extra},
+                               headers=auth(project_key))
+        assert response.status_code == 422, (extra, response.text)
+        assert response.headers["content-type"] == PROBLEM
+        assert response.json()["param"] == field, (extra, response.json())
+
+
+def test_volumes_and_cloud_init_reach_the_agent(client: TestClient, fleet: Fleet, project_key: str) -> None:
+    host = fleet.host("h1")
+    yaml_config = "#cloud-config\npackage_update: true\nruncmd:\n  - echo hi\n  - [touch, /tmp/x]\n"
+    inst = create(client, project_key, volumes=[{"name": "data", "mount_path": "/data/", "readonly": True}],
+                  cloud_init=yaml_config)
+    assert inst["volumes"] == [{"name": "data", "mount_path": "/data", "readonly": True}]
+    assert inst["cloud_init"] == {"package_update": True, "runcmd": ["echo hi", ["touch", "/tmp/x"]]}
+    [assigned] = fleet.assignments(host)["assignments"]
+    assert assigned["project_id"] == inst["project_id"]
+    assert assigned["volumes"] == inst["volumes"] and assigned["cloud_init"] == inst["cloud_init"]
+    plain = create(client, project_key, name="plain")
+    assert plain["volumes"] == [] and plain["cloud_init"] is None

@@ -22,3 +22,19 @@ def test_reads_do_not_wait_for_an_open_writer(sqlite_url: str) -> None:
         assert count == 0  # the writer has not committed
     with state.read() as reader:
         assert reader.execute(text("SELECT count(*) FROM projects")).scalar_one() == 1
+
+
+def test_migrations_build_exactly_the_models(db_url: str) -> None:
+    """A column added to tables.py without a migration (or the reverse) shows up here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from coldplate.db.engine import make_engine, migrate
+    from coldplate.db.tables import Base
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == []

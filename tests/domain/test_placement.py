@@ -1,4 +1,4 @@
-from coldplate.domain.placement import Demand, HostSnapshot, allocate, default_share, fits, rank
+from coldplate.domain.placement import Demand, HostSnapshot, allocate, default_share, fits, rank, shortfall
 
 
 def host(id: str, *, gpus: int = 8, used: set[int] | None = None, price: int = 1, uptime: float = 100.0,
@@ -24,8 +24,15 @@ def test_rank_by_price_then_best_fit_then_uptime() -> None:
 def test_hosts_that_do_not_fit_are_dropped() -> None:
     full = host("full", used=set(range(7)))
     no_ports = host("np", ports=(10000, 10000), ports_used={10000})
-    assert not fits(full, D2)
-    assert not fits(no_ports, D2)
+    assert shortfall(full, D2) == "GPUs (2 asked, 1 free)"
+    assert shortfall(no_ports, D2) == "ports (1 asked, 0 free)"
+    assert shortfall(host("cpu"), Demand(gpu_count=1, vcpus=65, memory_gb=1, disk_gb=1, ports=1)) \
+        == "vCPUs (65 asked, 64 free)"
+    assert shortfall(host("mem"), Demand(gpu_count=1, vcpus=1, memory_gb=513, disk_gb=1, ports=1)) \
+        == "memory (513 GB asked, 512 GB free)"
+    assert shortfall(host("disk"), Demand(gpu_count=1, vcpus=1, memory_gb=1, disk_gb=1001, ports=1)) \
+        == "disk (1001 GB asked, 1000 GB free)"
+    assert shortfall(host("ok"), D2) is None
     assert rank([(full, D2), (no_ports, D2)]) == []
 
 

@@ -40,6 +40,9 @@ def real_agent(request: pytest.FixtureRequest, server: Cluster, tmp_path: Path) 
         if docker_client is not None:
             for container in docker_client.containers.list(all=True, filters={"label": "coldplate.instance"}):
                 container.remove(force=True)
+            for label in ("coldplate.instance", "coldplate.project"):  # kept workspaces, project volumes
+                for volume in docker_client.volumes.list(filters={"label": label}):
+                    volume.remove(force=True)
 
 
 def get_text(url: str, timeout: float = 15) -> str:
@@ -202,3 +205,34 @@ def test_ssh_with_openssh_client(real_agent: tuple[Cluster, str], tmp_path: Path
     assert shell.returncode == 5 and "in-shell" in shell.stdout
     refused = ssh(stranger, "true")
     assert refused.returncode == 255 and "Permission denied" in refused.stderr
+
+
+def test_cloud_init_and_volumes(real_agent: tuple[Cluster, str]) -> None:
+    cluster, image = real_agent
+    client = Client(cluster.url, cluster.admin_key)
+    config = ("#cloud-config\n"
+              "write_files:\n  - path: /workspace/motd\n    content: hello volume\n"
+              "runcmd:\n  - echo configured by cloud-init\n  - cp /workspace/motd /data/motd\n")
+    writer = client.create_instance(name="writer", gpu="h100", image=image, cmd=["sleep", "3600"],
+                                    cloud_init=config, volumes=[{"name": "shared", "mount_path": "/data"}])
+    client.wait_instance(writer.id, status="ready", timeout=60)
+    logs = client.instance_logs(writer.id, tail=100)
+    assert "configured by cloud-init" in logs and "cloud-init: finished" in logs
+    client.terminate_instance(writer.id, force=True)
+    client.wait_instance(writer.id, status="terminated", timeout=60)
+
+    reader = client.create_instance(name="reader", gpu="h100", image=image, cmd=["sleep", "3600"],
+                                    vcpus=1, memory_gb=1,
+                                    volumes=[{"name": "shared", "mount_path": "/in", "readonly": True}])
+    client.wait_instance(reader.id, status="ready", timeout=60)
+    assert client.exec_instance(reader.id, "cat /in/motd").stdout == "hello volume"
+    refused = client.exec_instance(reader.id, "echo x > /in/other")
+    assert refused.exit_code != 0 and "Read-only" in refused.stderr
+
+    broken = client.create_instance(name="broken", gpu="h100", image=image, cmd=["sleep", "3600"], vcpus=1,
+                                    memory_gb=1,
+                                    cloud_init={"runcmd": ["echo about to fail", "exit 9"]})
+    failed = client.wait_instance(broken.id, status="failed", timeout=60)
+    assert failed.failure_reason is not None
+    assert "about to fail" in failed.failure_reason
+    assert "cloud-init: runcmd[1] (exit 9) failed with exit code 9" in failed.failure_reason

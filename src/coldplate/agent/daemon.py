@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from coldplate.agent.retention import WorkspaceRetention
 from coldplate.agent.runtimes.base import Assignment, Runtime, RuntimeFailure
 from coldplate.agent.ssh import SshGateway
 
@@ -62,7 +63,7 @@ class Agent:
                  client: httpx.AsyncClient | None = None, heartbeat_interval: float = 5.0,
                  poll_wait: float = 25.0, retry_delay: float = 0.5,
                  gpu_usage: Callable[[list[int]], dict[str, float]] | None = None,
-                 ssh: SshGateway | None = None) -> None:
+                 ssh: SshGateway | None = None, retention: WorkspaceRetention | None = None) -> None:
         self.server_url = server_url.rstrip("/")
         self.join_token = join_token
         self.spec = spec
@@ -79,6 +80,8 @@ class Agent:
         self.gpu_usage = gpu_usage  # NVML on hosts with real GPUs
         self._gpu_indices: dict[str, list[int]] = {}
         self.ssh = ssh  # SSH endpoints for real runtimes; simulated hosts have none
+        self.retention = retention  # None: a terminated instance's disk goes at once
+        self._starting: set[str] = set()
 
     async def register(self) -> None:
         response = await self.client.post(f"{self.server_url}/v1/agent/register",
@@ -143,6 +146,18 @@ class Agent:
             "metrics": [sample for i in running if (sample := await self._sample(i))],
         })
         response.raise_for_status()
+        await self._purge_due()
+
+    async def _purge_due(self) -> None:
+        if self.retention is None:
+            return
+        for instance_id in self.retention.due():
+            try:
+                await self.runtime.purge(instance_id)
+            except Exception:  # the engine is busy or gone: try again at the next heartbeat
+                log.warning("purge failed", extra={"instance_id": instance_id})
+                continue
+            self.retention.forget(instance_id)
 
     async def _sample(self, instance_id: str) -> dict[str, Any] | None:
         try:
@@ -208,15 +223,25 @@ class Agent:
             work = self._open_ssh(spec)  # after an agent restart the workload runs on, its endpoint does not
         if work is None:
             return
-        if spec.instance_id in self._busy:
-            work.close()
-            return
+        busy = self._busy.get(spec.instance_id)
+        if busy is not None:
+            if spec.status != "draining" or spec.instance_id not in self._starting:
+                work.close()
+                return
+            busy.cancel()  # a stop or terminate wins over a start still booting (a long cloud-init)
+            work = self._after(busy, work)
         task = asyncio.create_task(work)
         self._busy[spec.instance_id] = task
         task.add_done_callback(functools.partial(self._done, spec.instance_id))
 
-    def _done(self, instance_id: str, _task: asyncio.Task[None]) -> None:
-        self._busy.pop(instance_id, None)
+    @staticmethod
+    async def _after(previous: asyncio.Task[None], work: Any) -> None:
+        await asyncio.wait([previous])
+        await work
+
+    def _done(self, instance_id: str, task: asyncio.Task[None]) -> None:
+        if self._busy.get(instance_id) is task:
+            del self._busy[instance_id]
         self._version = -1  # re-read: the server may have moved on while we worked
 
     async def _report(self, instance_id: str, status: str, **extra: Any) -> None:
@@ -237,11 +262,14 @@ class Agent:
     async def _start(self, spec: Assignment) -> None:
         if spec.status == "provisioning":
             await self._report(spec.instance_id, "starting")
+        self._starting.add(spec.instance_id)
         try:
             await self.runtime.start(spec)
         except RuntimeFailure as exc:
             await self._report(spec.instance_id, "failed", failure_reason=str(exc))
             return
+        finally:
+            self._starting.discard(spec.instance_id)
         await self._open_ssh(spec)
         await self._report(spec.instance_id, "ready")
 
@@ -257,6 +285,10 @@ class Agent:
             await self.ssh.close(spec.instance_id)
         info = await self.runtime.stop(spec.instance_id, grace_seconds=spec.grace_seconds, force=spec.force)
         if delete:
+            if self.retention is not None:  # booked before the delete: a crash in between loses no schedule
+                self.retention.keep(spec.instance_id)
             await self.runtime.delete(spec.instance_id)
+            if self.retention is None:
+                await self.runtime.purge(spec.instance_id)
         await self._report(spec.instance_id, "terminated" if delete else "stopped",
                            exit_code=info.exit_code, exit_message=info.exit_message)

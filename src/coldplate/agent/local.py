@@ -10,6 +10,7 @@ import httpx
 
 from coldplate.agent import inventory
 from coldplate.agent.daemon import Agent, HostSpec
+from coldplate.agent.retention import DEFAULT_RETENTION_DAYS, WorkspaceRetention
 from coldplate.agent.runtimes.base import Runtime
 from coldplate.agent.ssh import SshGateway
 
@@ -57,10 +58,12 @@ def make_runtime(kind: str, spec: HostSpec, *, data_dir: Path) -> Runtime:
 
 
 async def run_local_agent(*, server_url: str, join_token: str, spec: HostSpec, runtime: Runtime,
-                          stop: asyncio.Event, data_dir: Path, heartbeat_interval: float = 5.0) -> None:
+                          stop: asyncio.Event, data_dir: Path, heartbeat_interval: float = 5.0,
+                          retention_days: float = DEFAULT_RETENTION_DAYS) -> None:
     async with httpx.AsyncClient(timeout=40) as client:
         real_gpus = spec.gpu_count > 0 and not spec.gpu_simulated
         agent = Agent(server_url=server_url, join_token=join_token, spec=spec, runtime=runtime, client=client,
                       heartbeat_interval=heartbeat_interval, gpu_usage=inventory.nvml_usage if real_gpus else None,
-                      ssh=SshGateway(runtime=runtime, data_dir=data_dir, bind=spec.address))
+                      ssh=SshGateway(runtime=runtime, data_dir=data_dir, bind=spec.address),
+                      retention=WorkspaceRetention(data_dir, days=retention_days))
         await agent.run(stop)

@@ -53,10 +53,12 @@ def heartbeat(body: HeartbeatIn, request: Request, host: Hostnode = Depends(agen
 
 def _assignment(inst: Instance) -> dict[str, Any]:
     return {
-        "instance_id": inst.id, "name": inst.name, "desired": inst.desired, "status": inst.status,
+        "instance_id": inst.id, "project_id": inst.project_id, "name": inst.name, "desired": inst.desired,
+        "status": inst.status,
         "image": inst.image, "cmd": inst.cmd, "entrypoint": inst.entrypoint, "env": inst.env,
         "gpu_indices": inst.gpu_indices, "vcpus": inst.vcpus, "memory_gb": inst.memory_gb, "disk_gb": inst.disk_gb,
-        "ports": inst.ports, "ssh_port": inst.ssh_port, "ssh_keys": inst.ssh_keys,
+        "ports": inst.ports, "ssh_port": inst.ssh_port, "ssh_keys": inst.ssh_keys, "volumes": inst.volumes,
+        "cloud_init": inst.cloud_init,
         "grace_seconds": inst.grace_seconds, "force": inst.force,
     }
 

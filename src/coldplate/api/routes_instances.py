@@ -17,7 +17,7 @@ from coldplate.clock import isoformat
 from coldplate.domain import pricing
 from coldplate.domain.lifecycle import FINAL, Status
 from coldplate.services import actions, idempotency, instances, outbox
-from coldplate.services.instances import InstanceRequest, PortRequest
+from coldplate.services.instances import InstanceRequest, PortRequest, VolumeRequest
 from coldplate.services.projects import Principal
 
 router = APIRouter(prefix="/v1/instances")
@@ -32,6 +32,8 @@ def _request(body: InstanceCreate) -> InstanceRequest:
         entrypoint=body.entrypoint, env=body.env, ssh_keys=body.ssh_keys, ssh_key_ids=body.ssh_key_ids,
         ports=[PortRequest(p.internal_port, p.external_port) for p in body.ports], labels=body.labels,
         spot=body.spot, duration_hours=body.duration_hours, max_hours=body.max_hours,
+        volumes=[VolumeRequest(v.name, v.mount_path, v.readonly) for v in body.volumes],
+        cloud_init=None if body.cloud_init is None else body.cloud_init.model_dump(exclude_defaults=True),
         max_price_micros=None if body.max_price_per_hour is None else pricing.to_micros(body.max_price_per_hour),
     )
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import posixpath
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from coldplate.clock import isoformat
 from coldplate.db.tables import Hostnode, Instance
@@ -44,6 +48,111 @@ class PortIn(Strict):
     external_port: Port | None = None
 
 
+RESERVED_MOUNTS = ("/", "/workspace", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/sbin", "/lib", "/tmp")
+PACKAGE = r"^[A-Za-z0-9][A-Za-z0-9+._:~-]*$"
+CLOUD_INIT_MAX_BYTES = 64 * 1024
+
+
+def absolute_path(path: str, what: str) -> str:
+    if not path.startswith("/") or "\0" in path:
+        raise ValueError(f"{what} must be an absolute path")
+    return posixpath.normpath(path)
+
+
+class VolumeIn(Strict):
+    """A project volume on the host (created on first use, kept after the instance), mounted at mount_path."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    mount_path: str = Field(min_length=2, max_length=1024)
+    readonly: bool = False
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount_path(cls, path: str) -> str:
+        path = absolute_path(path, "mount_path")
+        if path in RESERVED_MOUNTS or path.startswith(("/proc/", "/sys/", "/dev/", "/workspace/")):
+            raise ValueError(f"mount_path {path} is reserved; choose a path such as /data")
+        return path
+
+
+class WriteFileIn(Strict):
+    path: str = Field(min_length=2, max_length=1024)
+    content: str = Field(default="", max_length=CLOUD_INIT_MAX_BYTES)
+    encoding: Literal["text", "b64", "base64"] = "text"
+    permissions: str | None = Field(default=None, pattern=r"^0?[0-7]{3,4}$")
+    owner: str | None = Field(default=None, max_length=65, pattern=r"^[a-z_][a-z0-9_-]*(:[a-z_][a-z0-9_-]*)?$")
+    append: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        return absolute_path(path, "path")
+
+    @model_validator(mode="after")
+    def _content(self) -> WriteFileIn:
+        if self.encoding != "text":
+            try:
+                decoded = base64.b64decode(self.content, validate=True)
+            except binascii.Error as exc:
+                raise ValueError(f"content is not valid base64: {exc}") from exc
+        else:
+            decoded = self.content.encode()
+        if b"\0" in decoded:
+            raise ValueError("content must not contain NUL bytes")
+        return self
+
+
+class CloudInitIn(Strict):
+    """The cloud-config keys coldplate runs on first boot; other keys are refused, not ignored."""
+
+    runcmd: list[str | list[str]] = Field(default_factory=list, max_length=100)
+    packages: list[str | list[str]] = Field(default_factory=list, max_length=200)
+    package_update: bool = False
+    package_upgrade: bool = False
+    write_files: list[WriteFileIn] = Field(default_factory=list, max_length=64)
+
+    @field_validator("runcmd", mode="before")
+    @classmethod
+    def _runcmd(cls, commands: Any) -> Any:
+        """Checked here, item by item, so that an error names `runcmd` rather than a union branch."""
+        for i, command in enumerate(commands if isinstance(commands, list) else []):
+            argv = isinstance(command, list) and 0 < len(command) <= 256 and all(
+                isinstance(a, str) and len(a) <= 8192 for a in command)
+            if not (isinstance(command, str) and 0 < len(command) <= 8192) and not argv:
+                raise ValueError(f"runcmd[{i}] must be a shell command (a string) or an argv (a list of strings)")
+        return commands
+
+    @field_validator("packages", mode="before")
+    @classmethod
+    def _packages(cls, packages: Any) -> Any:
+        for i, package in enumerate(packages if isinstance(packages, list) else []):
+            parts = [package] if isinstance(package, str) else package
+            if not (isinstance(parts, list) and 1 <= len(parts) <= 2 and (isinstance(package, str) or len(parts) == 2)
+                    and all(isinstance(p, str) and len(p) <= 200 and re.match(PACKAGE, p) for p in parts)):
+                raise ValueError(f"packages[{i}] must be a package name or a [name, version] pair "
+                                 f"(letters, digits and +._:~-)")
+        return packages
+
+    @model_validator(mode="after")
+    def _size(self) -> CloudInitIn:
+        if len(self.model_dump_json()) > CLOUD_INIT_MAX_BYTES:
+            raise ValueError(f"cloud_init must be at most {CLOUD_INIT_MAX_BYTES} bytes")
+        return self
+
+
+def cloud_config(value: Any) -> Any:
+    """cloud_init as an object, or as a `#cloud-config` YAML document (what other clouds take as user data)."""
+    if isinstance(value, str):
+        if not value.lstrip().startswith("#cloud-config"):
+            raise ValueError("cloud_init must be an object or a YAML document starting with #cloud-config")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"cloud_init is not valid YAML: {exc}") from exc
+        return parsed if parsed is not None else {}
+    return value
+
+
 class InstanceCreate(Strict):
     name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
     gpu: str = Field(min_length=1, max_length=100)
@@ -65,6 +174,22 @@ class InstanceCreate(Strict):
     max_price_per_hour: Money | None = None
     duration_hours: int | None = Field(default=None, ge=1, le=168)
     max_hours: float | None = Field(default=None, gt=0, le=8760)
+    volumes: list[VolumeIn] = Field(default_factory=list, max_length=16)
+    cloud_init: CloudInitIn | None = None
+
+    @field_validator("cloud_init", mode="before")
+    @classmethod
+    def _cloud_init(cls, value: Any) -> Any:
+        return cloud_config(value)
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, volumes: list[VolumeIn]) -> list[VolumeIn]:
+        names = [v.name for v in volumes]
+        paths = [v.mount_path for v in volumes]
+        if len(set(names)) != len(names) or len(set(paths)) != len(paths):
+            raise ValueError("volumes must not repeat a name or a mount_path")
+        return volumes
 
     @field_validator("ssh_keys")
     @classmethod
@@ -221,7 +346,8 @@ def instance_view(inst: Instance) -> dict[str, Any]:
         "gpu": gpu_view(inst.gpu_type, inst.gpu_count), "gpu_indices": inst.gpu_indices, "vcpus": inst.vcpus,
         "memory_gb": inst.memory_gb, "disk_gb": inst.disk_gb, "hostnode_id": inst.hostnode_id,
         "region": inst.region, "image": inst.image, "cmd": inst.cmd, "entrypoint": inst.entrypoint,
-        "env": inst.env, "labels": inst.labels, "spot": inst.spot,
+        "env": inst.env, "labels": inst.labels, "spot": inst.spot, "volumes": inst.volumes,
+        "cloud_init": inst.cloud_init,
         "price_per_hour": pricing.format_micros(inst.price_micros),
         "max_price_per_hour": None if inst.max_price_micros is None else pricing.format_micros(inst.max_price_micros),
         "ip": inst.ip, "ports": inst.ports, "ssh_port": inst.ssh_port, "ssh_command": ssh,

@@ -66,6 +66,7 @@ def agent(
     memory_price: str = typer.Option("0.002000", help="Per GB of memory per hour."),
     data_dir: Path = typer.Option(None, help="Where this agent keeps instance data (~/.coldplate)."),
     heartbeat_interval: float = typer.Option(5.0, help="Seconds between heartbeats (each carries metrics)."),
+    workspace_retention_days: float = typer.Option(7.0, min=0, help="Days a terminated instance's disk is kept."),
 ) -> None:
     """Run a host agent for this machine, or with --runtime sim a fleet of simulated hosts."""
     from coldplate.agent.fleet import DEMO_FLEET, load_fleet, run_sim_fleet
@@ -101,7 +102,8 @@ def agent(
     asyncio.run(until_signalled(run_local_agent(server_url=server_url, join_token=join_token, spec=spec,
                                                 runtime=make_runtime(runtime, spec, data_dir=_data_dir(data_dir)),
                                                 stop=stop, data_dir=_data_dir(data_dir),
-                                                heartbeat_interval=heartbeat_interval)))
+                                                heartbeat_interval=heartbeat_interval,
+                                                retention_days=workspace_retention_days)))
 
 
 @app.command()

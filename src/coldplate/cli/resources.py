@@ -31,6 +31,8 @@ def create(
     label: list[str] = typer.Option([], help="KEY=VALUE, repeatable."),
     port: list[str] = typer.Option([], help="INTERNAL[:EXTERNAL], repeatable."),
     ssh_key_file: Path = typer.Option(None, help="An OpenSSH public key file."),
+    volume: list[str] = typer.Option([], help="NAME:/MOUNT/PATH[:ro], a project volume on the host; repeatable."),
+    cloud_init: Path = typer.Option(None, help="A #cloud-config YAML file run on first boot."),
     spot: bool = typer.Option(False), duration_hours: int = typer.Option(None), max_hours: float = typer.Option(None),
     idempotency_key: str = typer.Option(None), wait: bool = typer.Option(False, help="Wait until it is ready."),
     as_json: bool = JSON,
@@ -42,12 +44,20 @@ def create(
         if not internal.isdigit() or (external and not external.isdigit()):
             raise typer.BadParameter(f"expected INTERNAL[:EXTERNAL], got {item!r}", param_hint="--port")
         ports.append({"internal_port": int(internal), **({"external_port": int(external)} if external else {})})
+    volumes = []
+    for item in volume:
+        name, _, rest = item.partition(":")
+        path, _, mode = rest.partition(":")
+        if not name or not path.startswith("/") or mode not in ("", "ro", "rw"):
+            raise typer.BadParameter(f"expected NAME:/MOUNT/PATH[:ro], got {item!r}", param_hint="--volume")
+        volumes.append({"name": name, "mount_path": path, "readonly": mode == "ro"})
     fields: dict[str, Any] = {
         "name": name, "gpu": gpu, "gpu_count": gpu_count, "region": region, "image": image,
         "cmd": shlex.split(cmd) if cmd else None, "env": pairs(env, "--env") or None,
         "labels": pairs(label, "--label") or None, "ports": ports or None, "spot": spot or None,
         "duration_hours": duration_hours, "max_hours": max_hours,
         "ssh_keys": [ssh_key_file.read_text().strip()] if ssh_key_file else None,
+        "volumes": volumes or None, "cloud_init": cloud_init.read_text() if cloud_init else None,
     }
     with api() as client:
         inst = client.create_instance(idempotency_key=idempotency_key, **fields)

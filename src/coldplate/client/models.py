@@ -39,6 +39,8 @@ class Instance(Model):
     ports: list[dict[str, int]] = []
     ssh_port: int | None = None
     ssh_command: str | None = None
+    volumes: list[dict[str, Any]] = []
+    cloud_init: dict[str, Any] | None = None
     created_at: str
     ready_at: str | None = None
     stopped_at: str | None = None

@@ -117,6 +117,8 @@ class Instance(Base):
     env: Mapped[dict[str, Any]]
     ssh_keys: Mapped[list[Any]]
     ports: Mapped[list[Any]]
+    volumes: Mapped[list[Any]] = mapped_column(default=list)
+    cloud_init: Mapped[dict[str, Any] | None]
     ssh_port: Mapped[int | None]
     labels: Mapped[dict[str, Any]]
     spot: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -52,17 +52,26 @@ class Allocation:
     ports: tuple[int, ...]  # one per requested port, fixed ones included, in request order
 
 
-def fits(host: HostSnapshot, demand: Demand) -> bool:
+def shortfall(host: HostSnapshot, demand: Demand) -> str | None:
+    """What the host lacks for the demand, in words (None: it fits)."""
     if host.gpus_free < demand.gpu_count:
-        return False
-    if host.vcpus - host.vcpus_used < demand.vcpus or host.memory_gb - host.memory_gb_used < demand.memory_gb:
-        return False
+        return f"GPUs ({demand.gpu_count} asked, {host.gpus_free} free)"
+    if host.vcpus - host.vcpus_used < demand.vcpus:
+        return f"vCPUs ({demand.vcpus} asked, {host.vcpus - host.vcpus_used} free)"
+    if host.memory_gb - host.memory_gb_used < demand.memory_gb:
+        return f"memory ({demand.memory_gb} GB asked, {host.memory_gb - host.memory_gb_used} GB free)"
     if host.disk_gb - host.disk_gb_used < demand.disk_gb:
-        return False
+        return f"disk ({demand.disk_gb} GB asked, {host.disk_gb - host.disk_gb_used} GB free)"
     for port in demand.fixed_ports:
         if not host.port_lo <= port <= host.port_hi or port in host.ports_used:
-            return False
-    return host.ports_free >= demand.ports + len(demand.fixed_ports)
+            return f"port {port}"
+    if host.ports_free < demand.ports + len(demand.fixed_ports):
+        return f"ports ({demand.ports + len(demand.fixed_ports)} asked, {host.ports_free} free)"
+    return None
+
+
+def fits(host: HostSnapshot, demand: Demand) -> bool:
+    return shortfall(host, demand) is None
 
 
 def rank(options: Iterable[tuple[HostSnapshot, Demand]]) -> list[tuple[HostSnapshot, Demand]]:

@@ -30,6 +30,13 @@ class PortRequest:
 
 
 @dataclass(frozen=True)
+class VolumeRequest:
+    name: str
+    mount_path: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
 class InstanceRequest:
     name: str
     gpu: str
@@ -51,6 +58,8 @@ class InstanceRequest:
     max_price_micros: int | None = None
     duration_hours: int | None = None
     max_hours: float | None = None
+    volumes: list[VolumeRequest] = field(default_factory=list)
+    cloud_init: dict[str, Any] | None = None  # validated by the API schema; run by the agent on first boot
 
 
 def _unit_price_column(spot: bool) -> Any:
@@ -127,7 +136,8 @@ def create(session: Session, *, clock: Clock, project_id: str, req: InstanceRequ
                 options.append((capacity.snapshot(host, price), demand))
         ranked = placement.rank(options)
         if not ranked:
-            raise NoCapacity(_no_capacity_detail(session, gpu, gpu_count, region, req), param="gpu")
+            short = [lack for host_, demand_ in options if (lack := placement.shortfall(host_, demand_))]
+            raise NoCapacity(_no_capacity_detail(session, gpu, gpu_count, region, req, short), param="gpu")
         choice, demand = ranked[0]
         host = by_id[choice.id]
         alloc = placement.allocate(choice, demand)
@@ -157,7 +167,9 @@ def _insert(session: Session, *, clock: Clock, project_id: str, req: InstanceReq
         gpu_type=gpu.slug, gpu_count=demand.gpu_count, gpu_indices=list(alloc.gpu_indices),
         vcpus=demand.vcpus, memory_gb=demand.memory_gb, disk_gb=demand.disk_gb, hostnode_id=host.id,
         region=host.region, image=req.image, cmd=req.cmd, entrypoint=req.entrypoint, env=dict(req.env),
-        ssh_keys=list(req.ssh_keys), ports=ports, ssh_port=ssh_port, labels=dict(req.labels), spot=req.spot,
+        ssh_keys=list(req.ssh_keys), ports=ports,
+        volumes=[{"name": v.name, "mount_path": v.mount_path, "readonly": v.readonly} for v in req.volumes],
+        cloud_init=req.cloud_init, ssh_port=ssh_port, labels=dict(req.labels), spot=req.spot,
         max_price_micros=req.max_price_micros, price_micros=price, max_hours=req.max_hours,
         grace_seconds=60, force=False, ip=None, created_at=now, updated_at=now,
         expires_at=_expiry(now, req),
@@ -188,8 +200,10 @@ def _check_name_free(session: Session, *, project_id: str, name: str, exclude_id
 
 
 def _no_capacity_detail(session: Session, gpu: catalog.GpuType, count: int, region: str | None,
-                        req: InstanceRequest) -> str:
+                        req: InstanceRequest, short: list[str]) -> str:
     wanted = f"{count}x {gpu.slug}" + (f" in {region}" if region else "")
+    if short:  # the GPUs are there; something else on those hosts is not
+        return f"no capacity for {wanted}: the hosts with those GPUs free lack {short[0]}"
     rows = session.execute(
         select(Hostnode.gpu_type, Hostnode.region, func.max(Hostnode.gpus_free))
         .where(Hostnode.status == "online", Hostnode.gpus_free > 0)

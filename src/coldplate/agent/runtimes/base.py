@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 START_CHECK_S = 0.5  # a workload that dies this soon after start failed to start
+BOOT_TIMEOUT_S = 1800.0  # how long a first boot's cloud-init may take
+BOOT_POLL_S = 0.25
+STATE_DIR = "/workspace/.coldplate"  # where the instance's own coldplate state lives, on its disk
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,9 @@ class Assignment:
     ssh_keys: list[str] = field(default_factory=list)
     grace_seconds: float = 60
     force: bool = False
+    project_id: str = ""
+    volumes: list[dict[str, Any]] = field(default_factory=list)  # {name, mount_path, readonly}
+    cloud_init: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Assignment:
@@ -88,7 +97,10 @@ class Runtime(Protocol):
         """SIGTERM, wait `grace_seconds`, SIGKILL; keeps the instance's disk."""
 
     async def delete(self, instance_id: str) -> None:
-        """Remove the instance and its disk."""
+        """Remove the instance; its disk (`/workspace`) stays until `purge`."""
+
+    async def purge(self, instance_id: str) -> None:
+        """Delete the disk of a deleted instance (at the end of its retention period)."""
 
     async def running(self) -> set[str]:
         """Ids of the instances whose workload runs now."""
@@ -110,6 +122,31 @@ def exited_during_start(what: str, code: int | None, output: str) -> RuntimeFail
     """The failure a user reads when the workload died right after starting."""
     return RuntimeFailure(f"the {what} exited during start ({exit_message(code)})"
                           + (f"; last output: {output}" if output else ""))
+
+
+async def await_start(spec: Assignment, *, exited: Callable[[], Awaitable[RuntimeFailure | None]],
+                      booted: Callable[[], Awaitable[bool]]) -> None:
+    """Return once the workload has run for START_CHECK_S and, with cloud_init, finished its first boot.
+
+    `exited` gives the failure to raise when the workload (or its boot script) is no longer running.
+    """
+    await asyncio.sleep(START_CHECK_S)
+    deadline = time.monotonic() + BOOT_TIMEOUT_S
+    while True:
+        failure = await exited()
+        if failure is not None:
+            raise failure
+        if not spec.cloud_init:
+            return
+        if await booted():
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeFailure(f"cloud-init did not finish within {BOOT_TIMEOUT_S / 60:g} minutes")
+        await asyncio.sleep(BOOT_POLL_S)
+    await asyncio.sleep(START_CHECK_S)  # the workload itself, exec'd by the boot script, must live too
+    failure = await exited()
+    if failure is not None:
+        raise failure
 
 
 def directory_bytes(path: str) -> int:

@@ -2,16 +2,19 @@
 
 Each instance is the container `cp-<id>` with a named volume `cp-<id>-workspace` at
 `/workspace` that survives stop/start, its ports published on 127.0.0.1 at their allocated
-external ports, its GPUs requested by index. The SDK is blocking, so every call runs in a thread.
+external ports, its GPUs requested by index, and the request's volumes as project volumes
+`cp-<project>-vol-<name>` (created on first use, kept after the instance) at their mount paths.
+`delete` removes the container; `purge` removes the workspace volume at the end of the retention
+period. The SDK is blocking, so every call runs in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
-import time
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -19,14 +22,16 @@ import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 from docker.types import DeviceRequest
 
+from coldplate.agent import cloud_init
 from coldplate.agent.runtimes.base import (
-    START_CHECK_S,
+    STATE_DIR,
     Assignment,
     ExecResult,
     ExitInfo,
     LogChunk,
     RuntimeFailure,
     Shell,
+    await_start,
     directory_bytes,
     exit_message,
     exited_during_start,
@@ -35,6 +40,8 @@ from coldplate.agent.runtimes.base import (
 
 log = logging.getLogger(__name__)
 LABEL = "coldplate.instance"
+PROJECT_LABEL = "coldplate.project"
+VOLUME_LABEL = "coldplate.volume"
 
 
 def container_name(instance_id: str) -> str:
@@ -45,6 +52,10 @@ def volume_name(instance_id: str) -> str:
     return f"cp-{instance_id}-workspace"
 
 
+def project_volume_name(project_id: str, name: str) -> str:
+    return f"cp-{project_id}-vol-{name}"
+
+
 class DockerRuntime:
     def __init__(self, *, client: Any | None = None, real_gpus: bool = False, max_cpus: int | None = None) -> None:
         self.client = client or docker.from_env()
@@ -52,9 +63,23 @@ class DockerRuntime:
         self.max_cpus = max_cpus or os.cpu_count() or 1
 
     async def start(self, spec: Assignment) -> None:
-        await asyncio.to_thread(self._start, spec)
+        launching = asyncio.ensure_future(asyncio.to_thread(self._launch, spec))
+        try:
+            container = await asyncio.shield(launching)
+        except asyncio.CancelledError:  # let the launch finish, so the stop that follows finds the container
+            with contextlib.suppress(Exception):
+                await launching
+            raise
 
-    def _start(self, spec: Assignment) -> None:
+        async def exited() -> RuntimeFailure | None:
+            return await asyncio.to_thread(self._exited, container)
+
+        async def booted() -> bool:
+            return await asyncio.to_thread(self._booted, container)
+
+        await await_start(spec, exited=exited, booted=booted)
+
+    def _launch(self, spec: Assignment) -> Any:
         name = container_name(spec.instance_id)
         try:
             container = self.client.containers.get(name)
@@ -64,11 +89,22 @@ class DockerRuntime:
             container.start()
         except APIError as exc:
             raise RuntimeFailure(f"the container could not start: {exc.explanation or exc}") from exc
-        time.sleep(START_CHECK_S)
+        return container
+
+    @staticmethod
+    def _exited(container: Any) -> RuntimeFailure | None:
         container.reload()
-        if container.status != "running":
-            raise exited_during_start("container", container.attrs["State"].get("ExitCode"),
-                                      container.logs(tail=5).decode(errors="replace").strip())
+        if container.status == "running":
+            return None
+        return exited_during_start("container", container.attrs["State"].get("ExitCode"),
+                                   container.logs(tail=5).decode(errors="replace").strip())
+
+    @staticmethod
+    def _booted(container: Any) -> bool:
+        try:
+            return bool(container.exec_run(["sh", "-c", f"test -e {STATE_DIR}/{cloud_init.DONE_FILE}"]).exit_code == 0)
+        except APIError:  # it stopped between the two checks: the next `exited` says so
+            return False
 
     def _ensure_image(self, image: str) -> None:
         try:
@@ -81,20 +117,42 @@ class DockerRuntime:
         except APIError as exc:
             raise RuntimeFailure(f"the image {image!r} could not be pulled: {exc.explanation or exc}") from exc
 
+    def _argv(self, spec: Assignment) -> list[str]:
+        """What the container would run: the request's entrypoint and cmd over the image's, as Docker merges them."""
+        config = self.client.images.get(spec.image).attrs.get("Config") or {}
+        entrypoint = spec.entrypoint if spec.entrypoint is not None else (config.get("Entrypoint") or [])
+        cmd = spec.cmd if spec.cmd is not None else ([] if spec.entrypoint is not None else (config.get("Cmd") or []))
+        return [*entrypoint, *cmd]
+
+    def _volumes(self, spec: Assignment) -> dict[str, dict[str, str]]:
+        workspace = volume_name(spec.instance_id)
+        self.client.volumes.create(name=workspace, labels={LABEL: spec.instance_id})
+        mounts = {workspace: {"bind": "/workspace", "mode": "rw"}}
+        for volume in spec.volumes:
+            name = project_volume_name(spec.project_id, volume["name"])
+            try:
+                self.client.volumes.get(name)
+            except NotFound:
+                self.client.volumes.create(name=name, labels={PROJECT_LABEL: spec.project_id,
+                                                              VOLUME_LABEL: volume["name"]})
+            mounts[name] = {"bind": volume["mount_path"], "mode": "ro" if volume.get("readonly") else "rw"}
+        return mounts
+
     def _create(self, spec: Assignment) -> Any:
         self._ensure_image(spec.image)
-        volume = volume_name(spec.instance_id)
-        self.client.volumes.create(name=volume, labels={LABEL: spec.instance_id})
+        command, entrypoint = spec.cmd, spec.entrypoint
+        if spec.cloud_init:  # the boot script runs first, then execs what the container would have run
+            command, entrypoint = None, cloud_init.wrap(spec.cloud_init, self._argv(spec), state_dir=STATE_DIR)
         devices = []
         if self.real_gpus and spec.gpu_indices:
             devices = [DeviceRequest(device_ids=[str(i) for i in spec.gpu_indices], capabilities=[["gpu"]])]
         try:
             return self.client.containers.create(
-                spec.image, command=spec.cmd, entrypoint=spec.entrypoint, name=container_name(spec.instance_id),
+                spec.image, command=command, entrypoint=entrypoint, name=container_name(spec.instance_id),
                 environment={**spec.env, **gpu_env(spec.gpu_indices)}, labels={LABEL: spec.instance_id},
                 hostname=spec.name, detach=True, working_dir="/workspace",
                 ports={f"{p['internal_port']}/tcp": ("127.0.0.1", p["external_port"]) for p in spec.ports},
-                volumes={volume: {"bind": "/workspace", "mode": "rw"}},
+                volumes=self._volumes(spec),
                 nano_cpus=int(min(spec.vcpus, self.max_cpus) * 1e9), mem_limit=f"{spec.memory_gb}g",
                 device_requests=devices,
             )
@@ -125,12 +183,19 @@ class DockerRuntime:
         await asyncio.to_thread(self._delete, instance_id)
 
     def _delete(self, instance_id: str) -> None:
-        for collection, name in ((self.client.containers, container_name(instance_id)),
-                                 (self.client.volumes, volume_name(instance_id))):
-            try:
-                collection.get(name).remove(force=True)
-            except NotFound:
-                pass
+        try:
+            self.client.containers.get(container_name(instance_id)).remove(force=True)
+        except NotFound:
+            pass
+
+    async def purge(self, instance_id: str) -> None:
+        await asyncio.to_thread(self._purge, instance_id)
+
+    def _purge(self, instance_id: str) -> None:
+        try:
+            self.client.volumes.get(volume_name(instance_id)).remove(force=True)
+        except NotFound:
+            pass
 
     async def exec(self, instance_id: str, cmd: list[str], *, timeout: float) -> ExecResult:
         try:

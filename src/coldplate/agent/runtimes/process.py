@@ -6,6 +6,9 @@ The workload runs in its own session and process group with the instance's env a
 `CUDA_VISIBLE_DEVICES`. Stop sends SIGTERM to the workload's main process (as `docker stop`
 does), waits the grace period, then SIGKILLs the whole group. Port forwards are TCP proxies
 from 127.0.0.1:<external> to the workload's 127.0.0.1:<internal>; the `image` is not used.
+The request's volumes are directories `<data_dir>/volumes/<project>/<name>/` bound at their
+mount paths (read-only when asked), which needs bubblewrap. `delete` ends the workload and keeps
+the instance's directory; `purge` removes it at the end of the retention period.
 """
 
 from __future__ import annotations
@@ -23,14 +26,16 @@ from pathlib import Path
 
 import psutil
 
+from coldplate.agent import cloud_init
 from coldplate.agent.runtimes.base import (
-    START_CHECK_S,
+    STATE_DIR,
     Assignment,
     ExecResult,
     ExitInfo,
     LogChunk,
     RuntimeFailure,
     Shell,
+    await_start,
     directory_bytes,
     exit_message,
     exited_during_start,
@@ -47,6 +52,7 @@ class Running:
     process: asyncio.subprocess.Process
     main_pid: int
     env: dict[str, str]
+    prefix: list[str]  # the sandbox (bubblewrap with the instance's mounts) that exec and SSH enter too
     proxies: list[asyncio.Server] = field(default_factory=list)
     last_cpu: tuple[float, float] | None = None  # (monotonic time, cpu seconds) at the last sample
 
@@ -55,8 +61,16 @@ def returncode_to_exit(code: int | None) -> int | None:
     return None if code is None else (128 - code if code < 0 else code)
 
 
-def sandbox_args(workspace: Path, info_fd: int | None = None) -> list[str]:
-    """bubblewrap: the host's root read-only, the instance's workspace writable at /workspace."""
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    readonly: bool = False
+
+
+def sandbox_args(workspace: Path, mounts: list[Mount] | None = None, info_fd: int | None = None) -> list[str]:
+    """bubblewrap: the host's root read-only, the instance's workspace writable at /workspace,
+    the request's volumes at their mount paths."""
     args = ["bwrap"]
     for entry in sorted(os.listdir("/")):
         path = f"/{entry}"
@@ -68,12 +82,15 @@ def sandbox_args(workspace: Path, info_fd: int | None = None) -> list[str]:
             args += ["--ro-bind", path, path]
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", str(workspace), "/workspace",
              "--chdir", "/workspace", "--setenv", "HOME", "/workspace"]
+    for mount in mounts or []:
+        args += ["--ro-bind" if mount.readonly else "--bind", str(mount.source), mount.target]
     return args + (["--info-fd", str(info_fd)] if info_fd is not None else []) + ["--"]
 
 
 class ProcessRuntime:
     def __init__(self, *, data_dir: Path, sandbox: bool | None = None) -> None:
         self.root = data_dir / "instances"
+        self.volumes_root = data_dir / "volumes"
         self.sandbox = shutil.which("bwrap") is not None if sandbox is None else sandbox
         self.running_: dict[str, Running] = {}
 
@@ -83,18 +100,34 @@ class ProcessRuntime:
     def workspace(self, instance_id: str) -> Path:
         return self.instance_dir(instance_id) / "workspace"
 
+    def volume_dir(self, project_id: str, name: str) -> Path:
+        return self.volumes_root / project_id / name
+
+    def _mounts(self, spec: Assignment) -> list[Mount]:
+        if spec.volumes and not self.sandbox:
+            raise RuntimeFailure("volumes need bubblewrap (bwrap) on this host, and it is not installed")
+        mounts = []
+        for volume in spec.volumes:
+            source = self.volume_dir(spec.project_id, volume["name"])
+            source.mkdir(parents=True, exist_ok=True)
+            mounts.append(Mount(source, volume["mount_path"], bool(volume.get("readonly"))))
+        return mounts
+
     async def start(self, spec: Assignment) -> None:
         if spec.instance_id in self.running_:
             return
         workspace = self.workspace(spec.instance_id)
         workspace.mkdir(parents=True, exist_ok=True)
-        command = [*(spec.entrypoint or []), *(spec.cmd or [])] or DEFAULT_CMD
+        mounts = self._mounts(spec)
+        state_dir = STATE_DIR if self.sandbox else str(workspace / ".coldplate")
+        command = cloud_init.wrap(spec.cloud_init, [*(spec.entrypoint or []), *(spec.cmd or [])] or DEFAULT_CMD,
+                                  state_dir=state_dir)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workspace), "WORKSPACE": str(workspace),
                **spec.env, **gpu_env(spec.gpu_indices)}
         output = open(self.instance_dir(spec.instance_id) / "output.log", "ab")  # noqa: SIM115
         read_fd, write_fd = os.pipe()
         try:
-            prefix = sandbox_args(workspace, write_fd) if self.sandbox else []
+            prefix = sandbox_args(workspace, mounts, write_fd) if self.sandbox else []
             process = await asyncio.create_subprocess_exec(
                 *prefix, *command, cwd=workspace, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=output,
                 stderr=output, start_new_session=True, pass_fds=(write_fd,) if self.sandbox else ())
@@ -111,15 +144,21 @@ class ProcessRuntime:
                 main_pid = int(json.loads(raw)["child-pid"])
         else:
             os.close(read_fd)
-        running = Running(process=process, main_pid=main_pid, env=env)
+        running = Running(process=process, main_pid=main_pid, env=env,
+                          prefix=sandbox_args(workspace, mounts) if self.sandbox else [])
         self.running_[spec.instance_id] = running
-        try:
-            await asyncio.wait_for(process.wait(), timeout=START_CHECK_S)
-        except TimeoutError:
-            pass
-        if process.returncode is not None:
-            del self.running_[spec.instance_id]
-            raise exited_during_start("command", returncode_to_exit(process.returncode), self._tail(spec.instance_id))
+
+        async def exited() -> RuntimeFailure | None:
+            if process.returncode is None:
+                return None
+            self.running_.pop(spec.instance_id, None)
+            return exited_during_start("command", returncode_to_exit(process.returncode),
+                                       self._tail(spec.instance_id))
+
+        async def booted() -> bool:
+            return (workspace / ".coldplate" / cloud_init.DONE_FILE).exists()
+
+        await await_start(spec, exited=exited, booted=booted)
         for port in spec.ports:
             running.proxies.append(await self._forward(port["external_port"], port["internal_port"]))
 
@@ -178,10 +217,9 @@ class ProcessRuntime:
         if running is None:
             return ExecResult(126, "", "the instance is not running")
         workspace = self.workspace(instance_id)
-        prefix = sandbox_args(workspace) if self.sandbox else []
         try:
             process = await asyncio.create_subprocess_exec(
-                *prefix, *cmd, cwd=workspace, env=running.env, stdin=asyncio.subprocess.DEVNULL,
+                *running.prefix, *cmd, cwd=workspace, env=running.env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             return ExecResult(127, "", f"could not run the command: {exc}")
@@ -239,14 +277,14 @@ class ProcessRuntime:
         running = self.running_.get(instance_id)
         if running is None:
             return None
-        workspace = self.workspace(instance_id)
-        prefix = sandbox_args(workspace) if self.sandbox else []
         inner = ["sh", "-c", command] if command else ["sh", "-i"]
         env = {**running.env, **({"TERM": "xterm-256color"} if tty else {})}
-        return Shell([*prefix, *inner], env=env, cwd=str(workspace))
+        return Shell([*running.prefix, *inner], env=env, cwd=str(self.workspace(instance_id)))
 
     async def delete(self, instance_id: str) -> None:
         await self.stop(instance_id, grace_seconds=0, force=True)
+
+    async def purge(self, instance_id: str) -> None:
         await asyncio.to_thread(shutil.rmtree, self.instance_dir(instance_id), True)
 
     async def running(self) -> set[str]:

@@ -39,6 +39,9 @@ class SimRuntime:
     async def delete(self, instance_id: str) -> None:
         self.instances.pop(instance_id, None)
 
+    async def purge(self, instance_id: str) -> None:
+        return None  # simulated instances have no disk
+
     async def running(self) -> set[str]:
         return {i for i, state in self.instances.items() if state == "running"}
 
