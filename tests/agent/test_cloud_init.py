@@ -52,7 +52,7 @@ def test_failing_runcmd_stops_the_boot_with_its_code_and_says_which(tmp_path: Pa
     failed = boot(config, tmp_path, "echo", "workload")
     assert failed.returncode == 7
     assert "never" not in failed.stdout and "workload" not in failed.stdout
-    assert failed.stderr.splitlines()[-1] == "cloud-init: runcmd[1] (echo broken >&2; exit 7) failed with exit code 7"
+    assert failed.stdout.splitlines()[-1] == "cloud-init: runcmd[1] (echo broken >&2; exit 7) failed with exit code 7"
     assert not (tmp_path / "state" / "cloud-init.done").exists()  # the next boot tries again
 
 
@@ -62,7 +62,7 @@ def test_packages_without_a_package_manager_fail_readably(tmp_path: Path) -> Non
     script = boot_script({"packages": ["curl", ["jq", "1.6"]]}, state_dir=str(tmp_path / "state"))
     failed = subprocess.run(["/bin/sh", "-c", script, "cloud-init"], env=env, capture_output=True, text=True)
     assert failed.returncode == 127
-    assert "packages need apt-get, dnf, yum or apk" in failed.stderr
+    assert "packages need apt-get, dnf, yum or apk" in failed.stdout
 
 
 def test_packages_use_the_image_package_manager(tmp_path: Path) -> None:

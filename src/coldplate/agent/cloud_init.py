@@ -3,7 +3,7 @@
 The script is the instance's entrypoint wrapper: `sh -c SCRIPT cloud-init <workload argv...>`. On the
 first boot it writes `write_files`, updates/upgrades/installs `packages` with whichever package
 manager the image has (apt-get, dnf, yum, apk), then runs each `runcmd` in order, all of it printed
-to the instance's output (its logs) with `cloud-init:` lines between the steps. When every step
+to the instance's standard output (its logs, in order) with `cloud-init:` lines between the steps. When every step
 succeeded it leaves `<state_dir>/cloud-init.done`, so later boots skip it, and execs the workload.
 A step that fails prints what failed and with which exit code, and the script exits with that code:
 the runtime sees the workload die during start and fails the instance with that output, so a
@@ -118,12 +118,14 @@ def boot_script(config: dict[str, Any], *, state_dir: str) -> str:
     for index, command in enumerate(config.get("runcmd") or []):
         steps += _runcmd(index, command)
     body = "\n".join(f"  {line}" for line in steps)
-    return (f"if [ ! -e {done} ]; then\n"
+    # One stream for the whole boot, so its lines keep their order in the logs (Docker keeps
+    # stdout and stderr apart and may interleave them out of order); the workload keeps both.
+    return (f"if [ ! -e {done} ]; then {{\n"
             "  echo 'cloud-init: first boot'\n"
             f"{body}\n"
             f"  mkdir -p {shlex.quote(state_dir)} && : > {done}\n"
             "  echo 'cloud-init: finished'\n"
-            "fi\n"
+            "} 2>&1; fi\n"
             'if [ $# -gt 0 ]; then exec "$@"; fi\n')
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -82,6 +83,8 @@ def sandbox_args(workspace: Path, mounts: list[Mount] | None = None, info_fd: in
             args += ["--ro-bind", path, path]
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", str(workspace), "/workspace",
              "--chdir", "/workspace", "--setenv", "HOME", "/workspace"]
+    for device in sorted(glob.glob("/dev/nvidia*")):  # the minimal /dev would hide the GPUs; which ones a
+        args += ["--dev-bind", device, device]       # workload uses is CUDA_VISIBLE_DEVICES' business
     for mount in mounts or []:
         args += ["--ro-bind" if mount.readonly else "--bind", str(mount.source), mount.target]
     return args + (["--info-fd", str(info_fd)] if info_fd is not None else []) + ["--"]
