@@ -7,10 +7,11 @@ SQLite (where writes are serialised anyway) and on PostgreSQL under READ COMMITT
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Row, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from coldplate.db.tables import Hostnode
@@ -18,6 +19,9 @@ from coldplate.domain.placement import HostSnapshot
 from coldplate.services import signals
 
 MAX_CAS_ATTEMPTS = 50
+HOSTNODES = cast(Table, Hostnode.__table__)
+# A hostnode as an ORM object or as a Core row (placement's hot path): both are read by column name.
+HostRow = Hostnode | Row[Any]
 
 
 class CasFailed(Exception):
@@ -30,7 +34,7 @@ def fresh_host(session: Session, host_id: str) -> Hostnode | None:
     ).first()
 
 
-def snapshot(host: Hostnode, price_micros: int) -> HostSnapshot:
+def snapshot(host: HostRow, price_micros: int) -> HostSnapshot:
     return HostSnapshot(
         id=host.id, gpu_count=host.gpu_count, gpus_used=frozenset(host.gpus_used),
         vcpus=host.vcpus, vcpus_used=host.vcpus_used, memory_gb=host.memory_gb,
@@ -40,17 +44,23 @@ def snapshot(host: Hostnode, price_micros: int) -> HostSnapshot:
     )
 
 
-def compare_and_set(session: Session, host: Hostnode, values: dict[str, Any]) -> bool:
+@functools.cache
+def _cas_statement(columns: tuple[str, ...]) -> Any:
+    """A table-level UPDATE (the ORM's bulk-update machinery costs 2x here), built once per column set."""
+    table = HOSTNODES
+    return (update(table)
+            .where(table.c.id == bindparam("host_id"), table.c.generation == bindparam("seen_generation"))
+            .values(generation=table.c.generation + 1, assignment_version=table.c.assignment_version + 1,
+                    **{column: bindparam(column) for column in columns}))
+
+
+def compare_and_set(session: Session, host: HostRow, values: dict[str, Any]) -> bool:
     """Write allocation `values` if nobody changed the host since we read it."""
     if "gpus_used" in values:
         values["gpus_free"] = host.gpu_count - len(values["gpus_used"])
-    table = cast(Table, Hostnode.__table__)
-    result = session.execute(  # a table-level UPDATE: the ORM's bulk-update machinery costs 2x here
-        update(table)
-        .where(table.c.id == host.id, table.c.generation == host.generation)
-        .values(generation=table.c.generation + 1, assignment_version=table.c.assignment_version + 1, **values)
-    )
-    ok = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    params = {**values, "host_id": host.id, "seen_generation": host.generation}
+    result = session.connection().execute(_cas_statement(tuple(sorted(values))), params)
+    ok = bool(result.rowcount == 1)
     if ok:
         signals.touch(session, host.id)
     return ok

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Row, Table, and_, bindparam, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from coldplate.clock import Clock
 from coldplate.db.tables import Hostnode, Instance
@@ -18,8 +19,13 @@ from coldplate.domain import catalog, placement, pricing
 from coldplate.domain.lifecycle import Desired, Status
 from coldplate.ids import new_id
 from coldplate.services import capacity, outbox, ssh_keys
+from coldplate.services.capacity import HOSTNODES, HostRow
 from coldplate.services.errors import InvalidInput, NameTaken, NoCapacity, NotFound
 
+INSTANCES = cast(Table, Instance.__table__)
+INSERT_INSTANCE = insert(INSTANCES)
+ALL_NONE: dict[str, Any] = {column.name: None for column in INSTANCES.c}
+UNREAD_BY_PLACEMENT = {"gpu_uuids", "agent_token_hash", "last_heartbeat_at", "offline_since", "created_at"}
 CANDIDATES = 8  # cheapest hosts (by GPU price) ranked in full per placement attempt
 
 
@@ -62,11 +68,7 @@ class InstanceRequest:
     cloud_init: dict[str, Any] | None = None  # validated by the API schema; run by the agent on first boot
 
 
-def _unit_price_column(spot: bool) -> Any:
-    return Hostnode.spot_gpu_price_micros if spot else Hostnode.gpu_price_micros
-
-
-def demand_on(host: Hostnode, req: InstanceRequest, gpu_count: int) -> placement.Demand:
+def demand_on(host: HostRow, req: InstanceRequest, gpu_count: int) -> placement.Demand:
     vcpus = req.vcpus or placement.default_share(host.vcpus, gpu_count, host.gpu_count, minimum=2)
     memory = req.memory_gb or placement.default_share(host.memory_gb, gpu_count, host.gpu_count, minimum=4)
     fixed = tuple(p.external_port for p in req.ports if p.external_port is not None)
@@ -75,7 +77,7 @@ def demand_on(host: Hostnode, req: InstanceRequest, gpu_count: int) -> placement
                             ports=floating, fixed_ports=fixed)
 
 
-def price_on(host: Hostnode, demand: placement.Demand, spot: bool) -> int:
+def price_on(host: HostRow, demand: placement.Demand, spot: bool) -> int:
     return pricing.instance_price_micros(
         gpu_per_hour=host.spot_gpu_price_micros if spot else host.gpu_price_micros, gpu_count=demand.gpu_count,
         vcpu_per_hour=host.vcpu_price_micros, vcpus=demand.vcpus,
@@ -101,19 +103,29 @@ def _resolve(req: InstanceRequest) -> tuple[catalog.GpuType, int, str | None]:
     return gpu, count, region
 
 
+@functools.cache
+def _candidate_query(*, by_region: bool, by_host: bool, spot: bool, limit: int) -> Any:
+    """The candidate statement for one shape of request, built once (building costs as much as running it).
+
+    Core rows, not ORM objects: placement only reads them, and a retry after a lost compare-and-set
+    must see fresh values anyway."""
+    h = HOSTNODES.c
+    columns = [c for c in HOSTNODES.c if c.name not in UNREAD_BY_PLACEMENT]
+    query = select(*columns).where(h.status == "online", h.gpu_type == bindparam("gpu_slug"),
+                                   h.gpus_free >= bindparam("gpu_count"))
+    if by_region:
+        query = query.where(h.region == bindparam("region"))
+    if by_host:
+        query = query.where(h.id == bindparam("hostnode_id"))
+    price = h.spot_gpu_price_micros if spot else h.gpu_price_micros
+    return query.order_by(price, h.gpus_free, h.uptime_pct.desc()).limit(limit)
+
+
 def candidate_hosts(session: Session, *, gpu_slug: str, gpu_count: int, region: str | None,
-                    hostnode_id: str | None, spot: bool, limit: int = CANDIDATES, fresh: bool = False
-                    ) -> list[Hostnode]:
-    query = select(Hostnode).where(Hostnode.status == "online", Hostnode.gpu_type == gpu_slug,
-                                   Hostnode.gpus_free >= gpu_count)
-    if region is not None:
-        query = query.where(Hostnode.region == region)
-    if hostnode_id is not None:
-        query = query.where(Hostnode.id == hostnode_id)
-    query = query.order_by(_unit_price_column(spot), Hostnode.gpus_free, Hostnode.uptime_pct.desc()).limit(limit)
-    if fresh:  # a retry after a lost compare-and-set must not see the cached rows
-        query = query.execution_options(populate_existing=True)
-    return list(session.scalars(query))
+                    hostnode_id: str | None, spot: bool, limit: int = CANDIDATES) -> list[Row[Any]]:
+    query = _candidate_query(by_region=region is not None, by_host=hostnode_id is not None, spot=spot, limit=limit)
+    params = {"gpu_slug": gpu_slug, "gpu_count": gpu_count, "region": region, "hostnode_id": hostnode_id}
+    return list(session.connection().execute(query, {k: v for k, v in params.items() if v is not None}))
 
 
 def create(session: Session, *, clock: Clock, project_id: str, req: InstanceRequest) -> Instance:
@@ -124,9 +136,9 @@ def create(session: Session, *, clock: Clock, project_id: str, req: InstanceRequ
         stored = ssh_keys.resolve(session, project_id=project_id, key_ids=req.ssh_key_ids)
         req = replace(req, ssh_keys=[*req.ssh_keys, *(k for k in stored if k not in req.ssh_keys)])
     # The name's uniqueness is enforced by the partial unique index when the row is inserted.
-    for attempt in range(capacity.MAX_CAS_ATTEMPTS):
+    for _ in range(capacity.MAX_CAS_ATTEMPTS):
         hosts = candidate_hosts(session, gpu_slug=gpu.slug, gpu_count=gpu_count, region=region,
-                                hostnode_id=req.hostnode_id, spot=req.spot, fresh=attempt > 0)
+                                hostnode_id=req.hostnode_id, spot=req.spot)
         options: list[tuple[placement.HostSnapshot, placement.Demand]] = []
         by_id = {h.id: h for h in hosts}
         for host in hosts:
@@ -154,15 +166,15 @@ def create(session: Session, *, clock: Clock, project_id: str, req: InstanceRequ
 
 
 def _insert(session: Session, *, clock: Clock, project_id: str, req: InstanceRequest, gpu: catalog.GpuType,
-            host: Hostnode, demand: placement.Demand, alloc: placement.Allocation, price: int) -> Instance:
+            host: HostRow, demand: placement.Demand, alloc: placement.Allocation, price: int) -> Instance:
     now = clock.now()
     floating = iter(alloc.ports)
     ssh_port = next(floating)
     ports = [{"internal_port": p.internal_port,
               "external_port": p.external_port if p.external_port is not None else next(floating)}
              for p in req.ports]
-    inst = Instance(
-        id=new_id("inst"), project_id=project_id, name=req.name, status=Status.PROVISIONING.value,
+    values = dict(
+        ALL_NONE, id=new_id("inst"), project_id=project_id, name=req.name, status=Status.PROVISIONING.value,
         desired=Desired.RUNNING.value, status_reason=None, failure_reason=None, restart_pending=False,
         gpu_type=gpu.slug, gpu_count=demand.gpu_count, gpu_indices=list(alloc.gpu_indices),
         vcpus=demand.vcpus, memory_gb=demand.memory_gb, disk_gb=demand.disk_gb, hostnode_id=host.id,
@@ -174,11 +186,13 @@ def _insert(session: Session, *, clock: Clock, project_id: str, req: InstanceReq
         grace_seconds=60, force=False, ip=None, created_at=now, updated_at=now,
         expires_at=_expiry(now, req),
     )
-    session.add(inst)
-    try:
-        session.flush()
+    try:  # a Core insert: the ORM's unit of work costs more than the rest of the placement
+        session.connection().execute(INSERT_INSTANCE, values)
     except IntegrityError as exc:  # a concurrent create took the name
         raise NameTaken(f"an instance named {req.name!r} already exists", param="name") from exc
+    inst = Instance(**values)
+    make_transient_to_detached(inst)  # every column is set: the object is what a SELECT would load
+    session.add(inst)
     outbox.record(session, clock=clock, project_id=project_id, instance_id=inst.id, type="instance.provisioning",
                   from_status=None, to_status=Status.PROVISIONING.value, reason="user",
                   data={"hostnode_id": host.id})

@@ -10,12 +10,13 @@ from sqlalchemy.orm import Session
 from coldplate.db.tables import Hostnode
 from coldplate.domain import placement
 from coldplate.services import capacity
+from coldplate.services.capacity import HostRow
 from coldplate.services.instances import InstanceRequest, candidate_hosts, demand_on, price_on
 
 
 @dataclass(frozen=True)
 class Offer:
-    host: Hostnode
+    host: HostRow
     price_micros: int
 
 
