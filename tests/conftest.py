@@ -175,6 +175,10 @@ def busybox_image(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) 
             info = tarfile.TarInfo(folder)
             info.type, info.mode = tarfile.DIRTYPE, 0o1777
             tar.addfile(info)
-    docker_client.api.import_image_from_data(buffer.getvalue(), repository=TEST_IMAGE.split(":")[0],
-                                             tag=TEST_IMAGE.split(":")[1])
+    repository, tag = TEST_IMAGE.split(":")
+    docker_client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
+    try:
+        docker_client.images.get(TEST_IMAGE)
+    except Exception:  # Podman's compatible API ignores the tag of an import and says `latest`
+        docker_client.images.get(f"{repository}:latest").tag(repository, tag)
     return TEST_IMAGE
