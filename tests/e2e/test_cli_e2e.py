@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -54,3 +55,17 @@ def test_cli_admin_commands(cli: CliRunner) -> None:
     assert drained["status"] == "draining"
     types = json.loads(cli.invoke(app, ["gpu-types", "--json"]).output)
     assert any(t["slug"] == "h100-80gb" and t["availability"] for t in types)
+
+
+def test_cli_volumes_and_cloud_init(cli: CliRunner, tmp_path: Path) -> None:
+    config = tmp_path / "setup.yaml"
+    config.write_text("#cloud-config\nruncmd:\n  - echo hi\n")
+    created = cli.invoke(app, ["instances", "create", "--name", "cli-vol", "--gpu", "h100", "--volume", "data:/data",
+                               "--volume", "models:/models:ro", "--cloud-init", str(config), "--json"])
+    assert created.exit_code == 0, created.output
+    inst = json.loads(created.output)
+    assert inst["volumes"] == [{"name": "data", "mount_path": "/data", "readonly": False},
+                               {"name": "models", "mount_path": "/models", "readonly": True}]
+    assert inst["cloud_init"] == {"runcmd": ["echo hi"]}
+    bad = cli.invoke(app, ["instances", "create", "--name", "x", "--gpu", "h100", "--volume", "data"])
+    assert bad.exit_code == 2 and "NAME:/MOUNT/PATH" in bad.output
