@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -45,3 +47,49 @@ def test_sigterm_answers_long_polls_and_exits_cleanly(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _up_with_agents(tmp_path: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
+    import psutil
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "coldplate", "up", "--demo", "--port", str(port), "--data-dir",
+                             str(tmp_path)], env={**os.environ, "COLDPLATE_ADMIN_KEY": "cp_admin"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    _wait(lambda: len(httpx.get(f"{url}/v1/hostnodes", headers={"Authorization": "Bearer cp_admin"},
+                                timeout=2).json()["data"]) >= 13, 60, "the local agent and the demo fleet")
+    children = [c.pid for c in psutil.Process(proc.pid).children()]
+    assert len(children) == 2
+    return proc, children
+
+
+def _gone(pids: list[int], timeout: float = 15) -> bool:
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.2)
+    for pid in pids:  # do not leave them behind for the next test
+        with contextlib.suppress(Exception):
+            os.kill(pid, signal.SIGKILL)
+    return False
+
+
+def test_up_stops_its_agents_on_sigterm(tmp_path: Path) -> None:
+    """Found by hand: uvicorn re-raises the SIGTERM after shutdown, which killed `up` before it
+    stopped its agents; they went on retrying a server that was gone."""
+    proc, children = _up_with_agents(tmp_path)
+    proc.terminate()
+    proc.wait(timeout=20)
+    assert _gone(children)
+
+
+def test_up_agents_die_with_it_when_it_is_killed(tmp_path: Path) -> None:
+    proc, children = _up_with_agents(tmp_path)
+    proc.kill()
+    proc.wait(timeout=20)
+    assert _gone(children)

@@ -20,6 +20,7 @@ from coldplate.cli.resources import register
 
 app = typer.Typer(help="coldplate: a self-hosted GPU cloud.", no_args_is_help=True, add_completion=False)
 
+PARENT_PID = "COLDPLATE_PARENT_PID"  # set by `coldplate up` for the agents it starts
 DEFAULT_DATA_DIR = Path(os.environ.get("COLDPLATE_DATA_DIR", str(Path.home() / ".coldplate")))
 
 
@@ -82,7 +83,9 @@ def agent(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        watcher = asyncio.create_task(_stop_with_parent(stop))
         await main
+        watcher.cancel()
 
     if runtime == "sim" and (fleet is not None or hosts is not None):
         specs = load_fleet(fleet or DEMO_FLEET, hosts)
@@ -129,7 +132,7 @@ def up(
 
     def start_agents() -> None:
         _wait_healthy(url)
-        env = {**os.environ, "COLDPLATE_JOIN_TOKEN": join_token}
+        env = {**os.environ, "COLDPLATE_JOIN_TOKEN": join_token, PARENT_PID: str(os.getpid())}
         base = [sys.executable, "-m", "coldplate", "agent", "--server", url]
         # The local agent runs containers where a Docker engine answers, else sandboxed processes.
         local_runtime = "docker" if docker_answers() else "process"
@@ -142,6 +145,9 @@ def up(
     if created:
         typer.echo(f"admin API key (shown once, also in {directory / 'admin-key'}): {created}")
     typer.echo(f"coldplate is up on {url} (data in {directory}); Ctrl-C stops it")
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler that
+    # would kill this process before the `finally` stops the agents.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         serve(fastapi_app, host=host, port=port)
     finally:
@@ -149,6 +155,18 @@ def up(
             child.terminate()
         for child in children:
             child.wait(timeout=10)
+
+
+async def _stop_with_parent(stop: asyncio.Event) -> None:
+    """An agent started by `coldplate up` stops when `up` is gone, even if `up` was killed."""
+    parent = os.environ.get(PARENT_PID)
+    if not parent:
+        return
+    while not stop.is_set():
+        if os.getppid() != int(parent):  # reparented: the process that started us has died
+            stop.set()
+            return
+        await asyncio.sleep(0.5)
 
 
 def _wait_healthy(url: str, timeout: float = 30.0) -> None:
