@@ -4,6 +4,8 @@ and the process runtime (real processes, in bubblewrap where it is installed).""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from coldplate.agent.runtimes.base import Assignment, RuntimeFailure
@@ -195,3 +198,47 @@ def test_process_runtime_sandboxes_with_bubblewrap(tmp_path: Path) -> None:
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap is not installed")
     assert ProcessRuntime(data_dir=tmp_path).sandbox
+
+
+async def test_process_workloads_are_adopted_by_the_next_agent(tmp_path: Path) -> None:
+    """Found in a long session: workloads of a stopped agent ran on untracked (one busy loop for an
+    hour), and a stop after the restart released GPUs that they still used."""
+    first = ProcessRuntime(data_dir=tmp_path)
+    internal, external = free_port(), free_port()
+    s = Assignment(instance_id="inst_adopt", name="t", desired="running", status="provisioning", image="x",
+                   cmd=["sh", "-c", f"trap 'exit 0' TERM; echo adopted > /workspace/index.html; "
+                                    f"busybox httpd -f -p {internal} -h /workspace & wait"],
+                   ports=[{"internal_port": internal, "external_port": external}], env={"WORD": "kept"})
+    await first.start(s)
+    for server in first.running_["inst_adopt"].proxies:  # the old agent's process is gone, and its proxies
+        server.close()
+    second = ProcessRuntime(data_dir=tmp_path)
+    assert await second.running() == set()
+    await second.recover()
+    assert await second.running() == {"inst_adopt"}
+    assert (await wait_text(f"http://127.0.0.1:{external}/index.html")) == "adopted\n"
+    done = await second.exec("inst_adopt", ["sh", "-c", "echo $WORD"], timeout=10)
+    assert (done.exit_code, done.stdout) == (0, "kept\n")
+    leader = second.running_["inst_adopt"].leader_pid
+    info = await second.stop("inst_adopt", grace_seconds=5, force=False)
+    assert info.exit_code is None and info.exit_message and "unknown" in info.exit_message
+    assert not psutil.pid_exists(leader) or psutil.Process(leader).status() == psutil.STATUS_ZOMBIE
+    third = ProcessRuntime(data_dir=tmp_path)
+    await third.recover()  # nothing left to adopt
+    assert await third.running() == set()
+    await first.purge("inst_adopt")
+
+
+async def test_a_reused_pid_is_not_adopted(tmp_path: Path) -> None:
+    runtime = ProcessRuntime(data_dir=tmp_path)
+    s = Assignment(instance_id="inst_gone", name="t", desired="running", status="provisioning", image="x",
+                   cmd=["sleep", "3600"])
+    await runtime.start(s)
+    record = runtime.instance_dir("inst_gone") / "process.json"
+    data = json.loads(record.read_text())
+    await runtime.stop("inst_gone", grace_seconds=0, force=True)
+    data["leader_pid"] = os.getpid()  # alive, but not the process that was recorded
+    record.write_text(json.dumps(data))
+    fresh = ProcessRuntime(data_dir=tmp_path)
+    await fresh.recover()
+    assert await fresh.running() == set() and not record.exists()

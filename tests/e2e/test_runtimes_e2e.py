@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
+import psutil
 import pytest
 
 from coldplate import Client
@@ -16,27 +22,39 @@ from coldplate.client import Instance, InvalidStateError
 from tests.e2e.conftest import Cluster, _wait, free_port
 
 
+def start_agent(server: Cluster, runtime: str, data_dir: Path, port_lo: int, log: IO[bytes]
+                ) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", server.url, "--join-token",
+                             server.join_token, "--runtime", runtime, "--name", f"{runtime}-host", "--region", "eu",
+                             "--port-range", f"{port_lo}-{port_lo + 20}", "--fake-gpus", "h100-80gb:2",
+                             "--gpu-price", "2.00", "--data-dir", str(data_dir), "--heartbeat-interval", "0.5"],
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def kill_adoptable_workloads(data_dir: Path) -> None:
+    """Process workloads outlive their agent (the next one adopts them); a test leaves none behind."""
+    for record in data_dir.glob("instances/*/process.json"):
+        with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
+            os.killpg(json.loads(record.read_text())["leader_pid"], signal.SIGKILL)
+
+
 @pytest.fixture(params=["docker", "process"])
 def real_agent(request: pytest.FixtureRequest, server: Cluster, tmp_path: Path) -> Iterator[tuple[Cluster, str]]:
     runtime: str = request.param
     docker_client = request.getfixturevalue("docker_client") if runtime == "docker" else None
     image = request.getfixturevalue("busybox_image") if runtime == "docker" else "host"
-    lo = free_port()
-    log = open(tmp_path / "docker-agent.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", server.url, "--join-token",
-                             server.join_token, "--runtime", runtime, "--name", f"{runtime}-host", "--region", "eu",
-                             "--port-range", f"{lo}-{lo + 20}", "--fake-gpus", "h100-80gb:2", "--gpu-price", "2.00",
-                             "--data-dir", str(tmp_path / "agent"), "--heartbeat-interval", "0.5"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115
+    proc = start_agent(server, runtime, tmp_path / "agent", free_port(), log)
     try:
         headers = {"Authorization": f"Bearer {server.admin_key}"}
         _wait(lambda: len(httpx.get(f"{server.url}/v1/hostnodes", headers=headers).json()["data"]) == 1, 30,
-              "the docker host to register")
+              "the host to register")
         yield server, image
     finally:
         proc.terminate()
         proc.wait(timeout=15)
         log.close()
+        kill_adoptable_workloads(tmp_path / "agent")
         if docker_client is not None:
             for container in docker_client.containers.list(all=True, filters={"label": "coldplate.instance"}):
                 container.remove(force=True)
@@ -236,3 +254,39 @@ def test_cloud_init_and_volumes(real_agent: tuple[Cluster, str]) -> None:
     assert failed.failure_reason is not None
     assert "about to fail" in failed.failure_reason
     assert "cloud-init: runcmd[1] (exit 9) failed with exit code 9" in failed.failure_reason
+
+
+def test_workloads_survive_an_agent_restart(real_agent: tuple[Cluster, str], tmp_path: Path) -> None:
+    """The agent stops and a new one starts on the same data directory: the instance's server is
+    still reachable on its forwarded port, exec reaches it, and a stop really ends it."""
+    cluster, image = real_agent
+    client = Client(cluster.url, cluster.admin_key)
+    internal = free_port()
+    script = f"trap 'exit 0' TERM; echo survivor > /workspace/i; busybox httpd -f -p {internal} -h /workspace & wait"
+    inst = client.create_instance(name="survivor", gpu="h100", image=image, cmd=["sh", "-c", script],
+                                  ports=[{"internal_port": internal}])
+    port = _forwarded(client.wait_instance(inst.id, status="ready", timeout=60), internal)
+    assert get_text(f"http://127.0.0.1:{port}/i") == "survivor\n"
+    hosts = httpx.get(f"{cluster.url}/v1/hostnodes", headers={"Authorization": f"Bearer {cluster.admin_key}"})
+    runtime = hosts.json()["data"][0]["name"].removesuffix("-host")
+    agent_pids = [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
+                  if "--data-dir" in (p.info["cmdline"] or []) and str(tmp_path / "agent") in p.info["cmdline"]]
+    assert len(agent_pids) == 1
+    os.kill(agent_pids[0], signal.SIGTERM)
+    psutil.Process(agent_pids[0]).wait(timeout=15)
+    with open(tmp_path / "agent-2.log", "wb") as log:
+        lo = int(hosts.json()["data"][0]["port_range"][0])
+        second = start_agent(cluster, runtime, tmp_path / "agent", lo, log)
+        try:
+            assert get_text(f"http://127.0.0.1:{port}/i") == "survivor\n"
+            assert client.exec_instance(inst.id, "cat /workspace/i").stdout == "survivor\n"
+            client.stop_instance(inst.id, grace_seconds=5)
+            client.wait_instance(inst.id, status="stopped", timeout=60)
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(f"http://127.0.0.1:{port}/i", timeout=2)
+            leftovers = [p for p in psutil.process_iter(["cmdline"])
+                         if f"-p {internal}" in " ".join(p.info["cmdline"] or [])]
+            assert leftovers == []
+        finally:
+            second.terminate()
+            second.wait(timeout=15)

@@ -112,6 +112,7 @@ class Agent:
         raise AssertionError("unreachable")
 
     async def run(self, stop: asyncio.Event) -> None:
+        await self.runtime.recover()
         tasks = [asyncio.create_task(self._forever(self._heartbeat_once, stop, self.heartbeat_interval)),
                  asyncio.create_task(self._forever(self._poll_once, stop, 0.0))]
         await stop.wait()

@@ -105,6 +105,9 @@ class Runtime(Protocol):
     async def running(self) -> set[str]:
         """Ids of the instances whose workload runs now."""
 
+    async def recover(self) -> None:
+        """At agent start: take back the workloads that ran on while no agent was there."""
+
     async def exec(self, instance_id: str, cmd: list[str], *, timeout: float) -> ExecResult:
         """Run a command inside the instance; exit code 124 when it ran past `timeout`."""
 

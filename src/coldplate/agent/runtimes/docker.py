@@ -269,5 +269,8 @@ class DockerRuntime:
     async def running(self) -> set[str]:
         return await asyncio.to_thread(self._running)
 
+    async def recover(self) -> None:
+        return None  # containers run on without the agent and are found again by their label
+
     def _running(self) -> set[str]:
         return {str(c.labels[LABEL]) for c in self.client.containers.list(filters={"label": LABEL})}

@@ -7,8 +7,10 @@ The workload runs in its own session and process group with the instance's env a
 does), waits the grace period, then SIGKILLs the whole group. Port forwards are TCP proxies
 from 127.0.0.1:<external> to the workload's 127.0.0.1:<internal>; the `image` is not used.
 The request's volumes are directories `<data_dir>/volumes/<project>/<name>/` bound at their
-mount paths (read-only when asked), which needs bubblewrap. `delete` ends the workload and keeps
-the instance's directory; `purge` removes it at the end of the retention period.
+mount paths (read-only when asked), which needs bubblewrap. Workloads run on when the agent
+stops; `process.json` in the instance's directory lets the next agent adopt them (`recover`).
+`delete` ends the workload and keeps the instance's directory; `purge` removes it at the end of
+the retention period.
 """
 
 from __future__ import annotations
@@ -45,17 +47,43 @@ from coldplate.agent.runtimes.base import (
 
 log = logging.getLogger(__name__)
 DEFAULT_CMD = ["sleep", "infinity"]
+PROCESS_RECORD = "process.json"
 SKIP_ROOT = {"proc", "dev", "tmp", "sys", "run", "workspace"}
 
 
 @dataclass
 class Running:
-    process: asyncio.subprocess.Process
-    main_pid: int
+    leader_pid: int  # the process group: bwrap, or the command itself without a sandbox
+    main_pid: int  # what SIGTERM goes to: the command inside the sandbox
     env: dict[str, str]
     prefix: list[str]  # the sandbox (bubblewrap with the instance's mounts) that exec and SSH enter too
+    process: asyncio.subprocess.Process | None  # None: adopted after an agent restart, not our child
     proxies: list[asyncio.Server] = field(default_factory=list)
     last_cpu: tuple[float, float] | None = None  # (monotonic time, cpu seconds) at the last sample
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.returncode is None
+        try:
+            return bool(psutil.Process(self.leader_pid).status() != psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            return False
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Until the workload has ended, or `timeout` has passed."""
+        if self.process is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.process.wait(), timeout=timeout)
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.alive() and (deadline is None or time.monotonic() < deadline):
+            await asyncio.sleep(0.05)
+
+    def exit_info(self) -> ExitInfo:
+        if self.process is None:  # the exit status went to whoever reaped it, not to us
+            return ExitInfo(None, "ended; its exit status is unknown (the agent restarted while it ran)")
+        code = returncode_to_exit(self.process.returncode)
+        return ExitInfo(code, exit_message(code))
 
 
 def returncode_to_exit(code: int | None) -> int | None:
@@ -147,14 +175,16 @@ class ProcessRuntime:
                 main_pid = int(json.loads(raw)["child-pid"])
         else:
             os.close(read_fd)
-        running = Running(process=process, main_pid=main_pid, env=env,
+        running = Running(leader_pid=process.pid, main_pid=main_pid, env=env, process=process,
                           prefix=sandbox_args(workspace, mounts) if self.sandbox else [])
         self.running_[spec.instance_id] = running
+        self._record(spec, running)
 
         async def exited() -> RuntimeFailure | None:
             if process.returncode is None:
                 return None
             self.running_.pop(spec.instance_id, None)
+            (self.instance_dir(spec.instance_id) / PROCESS_RECORD).unlink(missing_ok=True)
             return exited_during_start("command", returncode_to_exit(process.returncode),
                                        self._tail(spec.instance_id))
 
@@ -162,8 +192,48 @@ class ProcessRuntime:
             return (workspace / ".coldplate" / cloud_init.DONE_FILE).exists()
 
         await await_start(spec, exited=exited, booted=booted)
-        for port in spec.ports:
+        await self._forward_ports(running, spec.ports)
+
+    async def _forward_ports(self, running: Running, ports: list[dict[str, int]]) -> None:
+        for port in ports:
             running.proxies.append(await self._forward(port["external_port"], port["internal_port"]))
+
+    def _record(self, spec: Assignment, running: Running) -> None:
+        """What a restarted agent needs to take the workload back (`recover`)."""
+        record = {"leader_pid": running.leader_pid, "main_pid": running.main_pid,
+                  "create_time": psutil.Process(running.leader_pid).create_time(), "env": running.env,
+                  "prefix": running.prefix, "ports": spec.ports}
+        path = self.instance_dir(spec.instance_id) / PROCESS_RECORD
+        path.with_suffix(".tmp").write_text(json.dumps(record))
+        os.replace(path.with_suffix(".tmp"), path)
+
+    async def recover(self) -> None:
+        """After an agent restart: adopt the workloads that ran on (their process group is alive and
+        is the one recorded, not a reused pid), with their port forwards; forget the others."""
+        if not self.root.exists():
+            return
+        for path in sorted(self.root.glob(f"*/{PROCESS_RECORD}")):
+            instance_id = path.parent.name
+            if instance_id in self.running_:
+                continue
+            try:
+                record = json.loads(path.read_text())
+                leader = psutil.Process(record["leader_pid"])
+                same = abs(leader.create_time() - record["create_time"]) < 0.01
+                alive = same and leader.status() != psutil.STATUS_ZOMBIE
+            except (psutil.NoSuchProcess, ValueError, KeyError, OSError):
+                alive = False
+            if not alive:
+                path.unlink(missing_ok=True)
+                continue
+            running = Running(leader_pid=record["leader_pid"], main_pid=record["main_pid"], env=record["env"],
+                              prefix=record["prefix"], process=None)
+            self.running_[instance_id] = running
+            try:
+                await self._forward_ports(running, record["ports"])
+            except RuntimeFailure as exc:  # the port was taken meanwhile: the workload runs, unreachable there
+                log.warning("port forward not restored", extra={"instance_id": instance_id, "error": str(exc)})
+            log.info("adopted a running workload", extra={"instance_id": instance_id})
 
     def _tail(self, instance_id: str, lines: int = 5) -> str:
         path = self.instance_dir(instance_id) / "output.log"
@@ -199,21 +269,19 @@ class ProcessRuntime:
             return ExitInfo(None, None)
         for server in running.proxies:
             server.close()
-        process = running.process
-        if process.returncode is None:
+        if running.alive():
             if not force:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(running.main_pid, signal.SIGTERM)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), timeout=grace_seconds)
-            if process.returncode is None:
+                await running.wait(timeout=grace_seconds)
+            if running.alive():
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+                    os.killpg(running.leader_pid, signal.SIGKILL)
+                await running.wait()
         with contextlib.suppress(ProcessLookupError):  # whatever the workload left behind in its group
-            os.killpg(process.pid, signal.SIGKILL)
-        code = returncode_to_exit(process.returncode)
-        return ExitInfo(code, exit_message(code))
+            os.killpg(running.leader_pid, signal.SIGKILL)
+        (self.instance_dir(instance_id) / PROCESS_RECORD).unlink(missing_ok=True)
+        return running.exit_info()
 
     async def exec(self, instance_id: str, cmd: list[str], *, timeout: float) -> ExecResult:
         running = self.running_.get(instance_id)
@@ -258,7 +326,7 @@ class ProcessRuntime:
 
     def _sample(self, instance_id: str, running: Running) -> dict[str, float]:
         try:
-            leader = psutil.Process(running.process.pid)
+            leader = psutil.Process(running.leader_pid)
             tree = [leader, *leader.children(recursive=True)]
         except psutil.NoSuchProcess:
             return {}
@@ -291,4 +359,4 @@ class ProcessRuntime:
         await asyncio.to_thread(shutil.rmtree, self.instance_dir(instance_id), True)
 
     async def running(self) -> set[str]:
-        return {i for i, r in self.running_.items() if r.process.returncode is None}
+        return {i for i, r in self.running_.items() if r.alive()}

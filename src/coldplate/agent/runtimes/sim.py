@@ -42,6 +42,9 @@ class SimRuntime:
     async def purge(self, instance_id: str) -> None:
         return None  # simulated instances have no disk
 
+    async def recover(self) -> None:
+        return None  # simulated instances end with the agent's process
+
     async def running(self) -> set[str]:
         return {i for i, state in self.instances.items() if state == "running"}
 
