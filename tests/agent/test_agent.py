@@ -246,3 +246,19 @@ async def test_stop_wins_over_a_start_still_booting() -> None:
     await run_agent(server, runtime, lambda: ("inst_1", "stopped") in server.reports)
     assert server.reports == [("inst_1", "starting"), ("inst_1", "stopped")]
     assert runtime.cancelled_starts == 1 and runtime.instances == {"inst_1": "exited"}
+
+
+async def test_a_workload_that_ended_by_itself_is_reported_stopped() -> None:
+    server = StandInServer([[assignment("ready", "running")]])
+    runtime = SimRuntime()
+    runtime.instances["inst_1"] = "exited"  # it ran, and ended on its own
+    await run_agent(server, runtime, lambda: ("inst_1", "stopped") in server.reports)
+    assert server.reports == [("inst_1", "stopped")]
+
+
+async def test_a_running_workload_is_not_reported_stopped() -> None:
+    server = StandInServer([[assignment("ready", "running")]])
+    runtime = SimRuntime()
+    runtime.instances["inst_1"] = "running"
+    await run_agent(server, runtime, lambda: server.calls >= 30)
+    assert server.reports == [] and runtime.instances == {"inst_1": "running"}

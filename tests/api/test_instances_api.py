@@ -450,3 +450,19 @@ def test_volumes_and_cloud_init_reach_the_agent(client: TestClient, fleet: Fleet
     assert assigned["volumes"] == inst["volumes"] and assigned["cloud_init"] == inst["cloud_init"]
     plain = create(client, project_key, name="plain")
     assert plain["volumes"] == [] and plain["cloud_init"] is None
+
+
+def test_a_workload_that_ends_by_itself_stops_the_instance(client: TestClient, fleet: Fleet,
+                                                           project_key: str) -> None:
+    host = fleet.host("h1")
+    iid = str(create(client, project_key)["id"])
+    fleet.report(host, iid, "starting")
+    fleet.report(host, iid, "ready")
+    assert fleet.report(host, iid, "stopped", exit_code=3, exit_message="exited with code 3").status_code == 200
+    inst = client.get(f"/v1/instances/{iid}", headers=auth(project_key)).json()
+    assert (inst["status"], inst["status_reason"], inst["exit_code"]) == ("stopped", "exited", 3)
+    assert fleet.assignments(host)["assignments"][0]["desired"] == "stopped"  # the agent does not restart it
+    assert client.get(f"/v1/hostnodes/{host}").json()["gpus_free"] == 8
+    events = client.get(f"/v1/instances/{iid}/events", headers=auth(project_key)).json()["data"]
+    assert (events[-1]["from_status"], events[-1]["to_status"], events[-1]["reason"]) == ("ready", "stopped", "exited")
+    assert client.post(f"/v1/instances/{iid}/start", headers=auth(project_key)).json()["status"] == "provisioning"

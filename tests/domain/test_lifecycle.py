@@ -24,6 +24,9 @@ def test_terminated_is_final_and_reached_from_everywhere_but_itself_and_the_runn
     # a running workload must drain first
     assert not can_transition(Status.READY, Status.TERMINATED)
     assert not can_transition(Status.STARTING, Status.TERMINATED)
+    # a workload that ends by itself leaves a stopped instance (its disk kept), not a failed one
+    assert can_transition(Status.READY, Status.STOPPED)
+    assert not can_transition(Status.STARTING, Status.STOPPED)
 
 
 def test_happy_path_is_allowed_in_order() -> None:

@@ -290,3 +290,16 @@ def test_workloads_survive_an_agent_restart(real_agent: tuple[Cluster, str], tmp
         finally:
             second.terminate()
             second.wait(timeout=15)
+
+
+def test_a_workload_that_ends_by_itself(real_agent: tuple[Cluster, str]) -> None:
+    cluster, image = real_agent
+    client = Client(cluster.url, cluster.admin_key)
+    inst = client.create_instance(name="batch", gpu="h100", image=image,
+                                  cmd=["sh", "-c", "echo working; sleep 2; exit 3"])
+    client.wait_instance(inst.id, status="ready", timeout=60)
+    done = client.wait_instance(inst.id, status="stopped", timeout=60)
+    assert done.status_reason == "exited"
+    assert done.model_extra and (done.model_extra["exit_code"], done.model_extra["exit_message"]) == \
+        (3, "exited with code 3")
+    assert client.hostnodes()[0].gpus_free == 2

@@ -82,6 +82,7 @@ class Agent:
         self.ssh = ssh  # SSH endpoints for real runtimes; simulated hosts have none
         self.retention = retention  # None: a terminated instance's disk goes at once
         self._starting: set[str] = set()
+        self._assigned: dict[str, Assignment] = {}  # as of the last poll
 
     async def register(self) -> None:
         response = await self.client.post(f"{self.server_url}/v1/agent/register",
@@ -142,6 +143,7 @@ class Agent:
 
     async def _heartbeat_once(self) -> None:
         running = sorted(await self.runtime.running())
+        self._notice_exits(set(running))
         response = await self._call("POST", "/v1/agent/heartbeat", json={
             "instances": [{"id": i, "status": "running"} for i in running],
             "metrics": [sample for i in running if (sample := await self._sample(i))],
@@ -178,8 +180,10 @@ class Agent:
         response.raise_for_status()
         data = response.json()
         self._version = int(data["version"])
-        for item in data["assignments"]:
-            self._converge(Assignment.from_json(item))
+        specs = [Assignment.from_json(item) for item in data["assignments"]]
+        self._assigned = {spec.instance_id: spec for spec in specs}
+        for spec in specs:
+            self._converge(spec)
         for task in data.get("tasks", []):
             if task["id"] not in self._tasks_started:  # listed until its result is posted
                 self._tasks_started.add(task["id"])
@@ -234,6 +238,26 @@ class Agent:
         task = asyncio.create_task(work)
         self._busy[spec.instance_id] = task
         task.add_done_callback(functools.partial(self._done, spec.instance_id))
+
+    def _notice_exits(self, running: set[str]) -> None:
+        """A `ready` instance whose workload no longer runs, with nothing of ours in flight on it,
+        ended by itself: report it stopped with its exit status. (Only this agent moves a ready
+        instance anywhere else, always through a task in `_busy`, so a stale `ready` is not a risk.)"""
+        for spec in list(self._assigned.values()):
+            gone = spec.status == "ready" and spec.desired == "running" and spec.instance_id not in running
+            if gone and spec.instance_id not in self._busy:
+                task = asyncio.create_task(self._exited(spec))
+                self._busy[spec.instance_id] = task
+                task.add_done_callback(functools.partial(self._done, spec.instance_id))
+
+    async def _exited(self, spec: Assignment) -> None:
+        if spec.instance_id in await self.runtime.running():  # started while the heartbeat listed: not gone
+            return
+        if self.ssh is not None:
+            await self.ssh.close(spec.instance_id)
+        info = await self.runtime.stop(spec.instance_id, grace_seconds=0, force=False)  # reads the exit status
+        self._assigned.pop(spec.instance_id, None)
+        await self._report(spec.instance_id, "stopped", exit_code=info.exit_code, exit_message=info.exit_message)
 
     @staticmethod
     async def _after(previous: asyncio.Task[None], work: Any) -> None:

@@ -28,7 +28,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.PENDING: frozenset({S.PROVISIONING, S.FAILED, S.TERMINATED}),
     S.PROVISIONING: frozenset({S.STARTING, S.DRAINING, S.FAILED, S.TERMINATED}),
     S.STARTING: frozenset({S.READY, S.DRAINING, S.FAILED}),
-    S.READY: frozenset({S.DRAINING, S.FAILED}),
+    S.READY: frozenset({S.DRAINING, S.STOPPED, S.FAILED}),  # → stopped: the workload ended by itself
     S.DRAINING: frozenset({S.STOPPED, S.TERMINATED, S.FAILED}),
     S.STOPPED: frozenset({S.PROVISIONING, S.TERMINATED, S.FAILED}),
     S.FAILED: frozenset({S.TERMINATED}),

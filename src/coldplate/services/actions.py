@@ -120,6 +120,10 @@ def report(session: Session, *, clock: Clock, host: Hostnode, inst: Instance, st
         return inst
     if status is S.STOPPED and inst.desired == Desired.TERMINATED.value:
         status = S.TERMINATED  # the agent stopped it; we asked for more: it deletes next
+    if status is S.STOPPED and Status(inst.status) is S.READY:  # nobody asked: the workload ended by itself
+        inst.desired = Desired.STOPPED.value
+        transition(session, clock=clock, inst=inst, target=status, reason="exited")
+        return inst
     transition(session, clock=clock, inst=inst, target=status)
     if status is S.STOPPED and inst.restart_pending:
         try:
