@@ -262,3 +262,30 @@ async def test_a_running_workload_is_not_reported_stopped() -> None:
     runtime.instances["inst_1"] = "running"
     await run_agent(server, runtime, lambda: server.calls >= 30)
     assert server.reports == [] and runtime.instances == {"inst_1": "running"}
+
+
+async def test_a_workload_no_longer_assigned_is_removed() -> None:
+    """It failed with host_lost while this host was away: it must not keep running on its GPUs."""
+    server = StandInServer([[assignment("ready", "running")]])
+    runtime = RecordingRuntime()
+    runtime.instances = {"inst_1": "running", "inst_lost": "running"}
+    await run_agent(server, runtime, lambda: "inst_lost" in runtime.purged)
+    assert runtime.instances == {"inst_1": "running"} and runtime.purged == ["inst_lost"]
+    assert server.reports == []  # nothing to tell the server: it had already let it go
+
+
+async def test_nothing_is_removed_before_the_assignments_are_known() -> None:
+    server = StandInServer([[]])
+    original = server.handler
+
+    async def slow_assignments(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/agent/assignments":
+            await asyncio.sleep(5)  # the first poll has not answered yet
+        return await original(request)
+
+    server.handler = slow_assignments  # type: ignore[method-assign]
+    runtime = RecordingRuntime()
+    runtime.instances = {"inst_1": "running"}
+    heartbeats_before = server.calls
+    await run_agent(server, runtime, lambda: server.calls >= heartbeats_before + 20)
+    assert runtime.instances == {"inst_1": "running"} and runtime.purged == []

@@ -82,7 +82,7 @@ class Agent:
         self.ssh = ssh  # SSH endpoints for real runtimes; simulated hosts have none
         self.retention = retention  # None: a terminated instance's disk goes at once
         self._starting: set[str] = set()
-        self._assigned: dict[str, Assignment] = {}  # as of the last poll
+        self._assigned: dict[str, Assignment] | None = None  # as of the last poll; None before the first
 
     async def register(self) -> None:
         response = await self.client.post(f"{self.server_url}/v1/agent/register",
@@ -144,6 +144,7 @@ class Agent:
     async def _heartbeat_once(self) -> None:
         running = sorted(await self.runtime.running())
         self._notice_exits(set(running))
+        self._remove_unassigned(set(running))
         response = await self._call("POST", "/v1/agent/heartbeat", json={
             "instances": [{"id": i, "status": "running"} for i in running],
             "metrics": [sample for i in running if (sample := await self._sample(i))],
@@ -243,12 +244,38 @@ class Agent:
         """A `ready` instance whose workload no longer runs, with nothing of ours in flight on it,
         ended by itself: report it stopped with its exit status. (Only this agent moves a ready
         instance anywhere else, always through a task in `_busy`, so a stale `ready` is not a risk.)"""
-        for spec in list(self._assigned.values()):
+        for spec in list((self._assigned or {}).values()):
             gone = spec.status == "ready" and spec.desired == "running" and spec.instance_id not in running
             if gone and spec.instance_id not in self._busy:
                 task = asyncio.create_task(self._exited(spec))
                 self._busy[spec.instance_id] = task
                 task.add_done_callback(functools.partial(self._done, spec.instance_id))
+
+    def _remove_unassigned(self, running: set[str]) -> None:
+        """A workload the server no longer assigns here (it failed with `host_lost` while this host
+        was away, or was terminated while the agent was down) must not keep its GPUs: stop it and
+        delete it, its disk kept for the retention period. Only once the assignments are known."""
+        if self._assigned is None:
+            return
+        for instance_id in sorted(running - set(self._assigned) - set(self._busy)):
+            log.warning("removing a workload this host is no longer assigned", extra={"instance_id": instance_id})
+            task = asyncio.create_task(self._remove(instance_id))
+            self._busy[instance_id] = task
+            task.add_done_callback(functools.partial(self._done, instance_id))
+
+    async def _remove(self, instance_id: str) -> None:
+        if self.ssh is not None:
+            await self.ssh.close(instance_id)
+        await self.runtime.stop(instance_id, grace_seconds=10, force=False)
+        await self._delete(instance_id)
+
+    async def _delete(self, instance_id: str) -> None:
+        """Delete a stopped instance; its disk stays for the retention period (at once without one)."""
+        if self.retention is not None:  # booked before the delete: a crash in between loses no schedule
+            self.retention.keep(instance_id)
+        await self.runtime.delete(instance_id)
+        if self.retention is None:
+            await self.runtime.purge(instance_id)
 
     async def _exited(self, spec: Assignment) -> None:
         if spec.instance_id in await self.runtime.running():  # started while the heartbeat listed: not gone
@@ -256,7 +283,8 @@ class Agent:
         if self.ssh is not None:
             await self.ssh.close(spec.instance_id)
         info = await self.runtime.stop(spec.instance_id, grace_seconds=0, force=False)  # reads the exit status
-        self._assigned.pop(spec.instance_id, None)
+        if self._assigned is not None:
+            self._assigned.pop(spec.instance_id, None)
         await self._report(spec.instance_id, "stopped", exit_code=info.exit_code, exit_message=info.exit_message)
 
     @staticmethod
@@ -310,10 +338,6 @@ class Agent:
             await self.ssh.close(spec.instance_id)
         info = await self.runtime.stop(spec.instance_id, grace_seconds=spec.grace_seconds, force=spec.force)
         if delete:
-            if self.retention is not None:  # booked before the delete: a crash in between loses no schedule
-                self.retention.keep(spec.instance_id)
-            await self.runtime.delete(spec.instance_id)
-            if self.retention is None:
-                await self.runtime.purge(spec.instance_id)
+            await self._delete(spec.instance_id)
         await self._report(spec.instance_id, "terminated" if delete else "stopped",
                            exit_code=info.exit_code, exit_message=info.exit_message)

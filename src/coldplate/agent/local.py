@@ -45,7 +45,7 @@ def make_runtime(kind: str, spec: HostSpec, *, data_dir: Path) -> Runtime:
         from coldplate.agent.runtimes.docker import DockerRuntime
 
         real = spec.gpu_count > 0 and not spec.gpu_simulated
-        return DockerRuntime(real_gpus=real, max_cpus=spec.vcpus)
+        return DockerRuntime(real_gpus=real, max_cpus=spec.vcpus, host=spec.name)
     if kind == "process":
         from coldplate.agent.runtimes.process import ProcessRuntime
 

@@ -40,6 +40,7 @@ from coldplate.agent.runtimes.base import (
 
 log = logging.getLogger(__name__)
 LABEL = "coldplate.instance"
+HOST_LABEL = "coldplate.host"
 PROJECT_LABEL = "coldplate.project"
 VOLUME_LABEL = "coldplate.volume"
 
@@ -57,10 +58,14 @@ def project_volume_name(project_id: str, name: str) -> str:
 
 
 class DockerRuntime:
-    def __init__(self, *, client: Any | None = None, real_gpus: bool = False, max_cpus: int | None = None) -> None:
+    def __init__(self, *, client: Any | None = None, real_gpus: bool = False, max_cpus: int | None = None,
+                 host: str = "") -> None:
         self.client = client or docker.from_env()
         self.real_gpus = real_gpus  # with simulated inventory, no device request is made
         self.max_cpus = max_cpus or os.cpu_count() or 1
+        # The containers of this hostnode: another agent on the same engine has its own, and this
+        # agent stops every container of its host that the server no longer assigns to it.
+        self.labels = {HOST_LABEL: host}
 
     async def start(self, spec: Assignment) -> None:
         launching = asyncio.ensure_future(asyncio.to_thread(self._launch, spec))
@@ -149,7 +154,7 @@ class DockerRuntime:
         try:
             return self.client.containers.create(
                 spec.image, command=command, entrypoint=entrypoint, name=container_name(spec.instance_id),
-                environment={**spec.env, **gpu_env(spec.gpu_indices)}, labels={LABEL: spec.instance_id},
+                environment={**spec.env, **gpu_env(spec.gpu_indices)}, labels={LABEL: spec.instance_id, **self.labels},
                 hostname=spec.name, detach=True, working_dir="/workspace",
                 ports={f"{p['internal_port']}/tcp": ("127.0.0.1", p["external_port"]) for p in spec.ports},
                 volumes=self._volumes(spec),
@@ -273,4 +278,5 @@ class DockerRuntime:
         return None  # containers run on without the agent and are found again by their label
 
     def _running(self) -> set[str]:
-        return {str(c.labels[LABEL]) for c in self.client.containers.list(filters={"label": LABEL})}
+        filters: dict[str, Any] = {"label": [LABEL, *(f"{k}={v}" for k, v in self.labels.items())]}
+        return {str(c.labels[LABEL]) for c in self.client.containers.list(filters=filters)}
