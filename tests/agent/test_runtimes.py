@@ -242,3 +242,16 @@ async def test_a_reused_pid_is_not_adopted(tmp_path: Path) -> None:
     fresh = ProcessRuntime(data_dir=tmp_path)
     await fresh.recover()
     assert await fresh.running() == set() and not record.exists()
+
+
+def test_a_workload_that_ended_at_once_leaves_no_record(tmp_path: Path) -> None:
+    """Found in review: reading the start time of a leader that had already exited raised, and
+    the start crashed instead of reporting the early exit."""
+    from coldplate.agent.runtimes.process import Running
+
+    runtime = ProcessRuntime(data_dir=tmp_path)
+    spec = Assignment(instance_id="inst_quick", name="t", desired="running", status="provisioning", image="x")
+    runtime.instance_dir("inst_quick").mkdir(parents=True)
+    gone = Running(leader_pid=2**22 + 12345, main_pid=2**22 + 12345, env={}, prefix=[], process=None)
+    runtime._record(spec, gone)
+    assert not (runtime.instance_dir("inst_quick") / "process.json").exists()

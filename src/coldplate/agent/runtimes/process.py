@@ -200,9 +200,12 @@ class ProcessRuntime:
 
     def _record(self, spec: Assignment, running: Running) -> None:
         """What a restarted agent needs to take the workload back (`recover`)."""
-        record = {"leader_pid": running.leader_pid, "main_pid": running.main_pid,
-                  "create_time": psutil.Process(running.leader_pid).create_time(), "env": running.env,
-                  "prefix": running.prefix, "ports": spec.ports}
+        try:
+            started = psutil.Process(running.leader_pid).create_time()
+        except psutil.NoSuchProcess:  # it has already ended: start reports that, and there is nothing to adopt
+            return
+        record = {"leader_pid": running.leader_pid, "main_pid": running.main_pid, "create_time": started,
+                  "env": running.env, "prefix": running.prefix, "ports": spec.ports}
         path = self.instance_dir(spec.instance_id) / PROCESS_RECORD
         path.with_suffix(".tmp").write_text(json.dumps(record))
         os.replace(path.with_suffix(".tmp"), path)
