@@ -166,6 +166,11 @@ def test_no_capacity_names_alternatives(client: TestClient, fleet: Fleet, projec
     assert cpus.status_code == 409
     assert cpus.json()["detail"] == ("no capacity for 1x h100-80gb: the hosts with those GPUs free lack "
                                      "vCPUs (500 asked, 32 free)")
+    fleet.host("cpu-only", gpu="cpu", count=0)
+    cpu = client.post("/v1/instances", json={"name": "cpu-heavy", "gpu": "cpu", "vcpus": 100},
+                      headers=auth(project_key))
+    assert cpu.json()["detail"] == ("no capacity for a cpu instance: the hosts that could take it lack "
+                                    "vCPUs (100 asked, 16 free)")
 
 
 def test_max_price_filters_hosts(client: TestClient, fleet: Fleet, project_key: str) -> None:

@@ -64,6 +64,7 @@ def test_cli_volumes_and_cloud_init(cli: CliRunner, tmp_path: Path) -> None:
                                "--volume", "models:/models:ro", "--cloud-init", str(config), "--json"])
     assert created.exit_code == 0, created.output
     inst = json.loads(created.output)
+    assert inst["name"] == "cli-vol"  # found by hand: the volume's name once took the instance's place
     assert inst["volumes"] == [{"name": "data", "mount_path": "/data", "readonly": False},
                                {"name": "models", "mount_path": "/models", "readonly": True}]
     assert inst["cloud_init"] == {"runcmd": ["echo hi"]}

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -93,3 +94,42 @@ def test_up_agents_die_with_it_when_it_is_killed(tmp_path: Path) -> None:
     proc.kill()
     proc.wait(timeout=20)
     assert _gone(children)
+
+
+def test_up_exits_cleanly_while_an_agent_finishes_a_stop(tmp_path: Path, busybox_image: str,
+                                                          docker_client: Any) -> None:
+    """Found by hand: `up` printed a traceback when its docker agent was still inside a 60 s stop."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "coldplate", "up", "--port", str(port), "--data-dir",
+                             str(tmp_path)], env={**os.environ, "COLDPLATE_ADMIN_KEY": "cp_admin"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url, headers = f"http://127.0.0.1:{port}", {"Authorization": "Bearer cp_admin"}
+    try:
+        _wait(lambda: len(httpx.get(f"{url}/v1/hostnodes", headers=headers, timeout=2).json()["data"]) == 1, 60,
+              "the local agent")
+        inst = httpx.post(f"{url}/v1/instances", headers=headers, json={
+            "name": "stubborn", "gpu": "cpu", "vcpus": 1, "memory_gb": 1, "image": busybox_image,
+            "cmd": ["sleep", "1000"]}).json()  # PID 1 without a handler: SIGTERM does nothing, the grace runs out
+        assert httpx.get(f"{url}/v1/instances/{inst['id']}/wait", params={"timeout": 60}, headers=headers,
+                         timeout=70).status_code == 200
+        httpx.post(f"{url}/v1/instances/{inst['id']}/terminate", headers=headers, json={"grace_seconds": 30})
+        time.sleep(1)
+        proc.terminate()
+        output = proc.communicate(timeout=40)[0].decode()
+        assert "Traceback" not in output, output
+        assert "finishing a stop in progress" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for child in psutil_children_of(tmp_path):
+            child.kill()
+        for container in docker_client.containers.list(all=True, filters={"label": "coldplate.instance"}):
+            container.remove(force=True)
+        for volume in docker_client.volumes.list(filters={"label": "coldplate.instance"}):
+            volume.remove(force=True)
+
+
+def psutil_children_of(data_dir: Path) -> list[Any]:
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"]) if str(data_dir) in " ".join(p.info["cmdline"] or [])]

@@ -154,7 +154,10 @@ def up(
         for child in children:
             child.terminate()
         for child in children:
-            child.wait(timeout=10)
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # it is finishing a stop it had begun (up to its grace period)
+                typer.echo(f"agent {child.pid} is finishing a stop in progress; it exits by itself when done")
 
 
 async def _stop_with_parent(stop: asyncio.Event) -> None:

@@ -46,11 +46,11 @@ def create(
         ports.append({"internal_port": int(internal), **({"external_port": int(external)} if external else {})})
     volumes = []
     for item in volume:
-        name, _, rest = item.partition(":")
+        volume_name, _, rest = item.partition(":")
         path, _, mode = rest.partition(":")
-        if not name or not path.startswith("/") or mode not in ("", "ro", "rw"):
+        if not volume_name or not path.startswith("/") or mode not in ("", "ro", "rw"):
             raise typer.BadParameter(f"expected NAME:/MOUNT/PATH[:ro], got {item!r}", param_hint="--volume")
-        volumes.append({"name": name, "mount_path": path, "readonly": mode == "ro"})
+        volumes.append({"name": volume_name, "mount_path": path, "readonly": mode == "ro"})
     fields: dict[str, Any] = {
         "name": name, "gpu": gpu, "gpu_count": gpu_count, "region": region, "image": image,
         "cmd": shlex.split(cmd) if cmd else None, "env": pairs(env, "--env") or None,

@@ -215,9 +215,10 @@ def _check_name_free(session: Session, *, project_id: str, name: str, exclude_id
 
 def _no_capacity_detail(session: Session, gpu: catalog.GpuType, count: int, region: str | None,
                         req: InstanceRequest, short: list[str]) -> str:
-    wanted = f"{count}x {gpu.slug}" + (f" in {region}" if region else "")
-    if short:  # the GPUs are there; something else on those hosts is not
-        return f"no capacity for {wanted}: the hosts with those GPUs free lack {short[0]}"
+    wanted = ("a cpu instance" if gpu.slug == "cpu" else f"{count}x {gpu.slug}") + (f" in {region}" if region else "")
+    if short:  # the GPUs are there (or none are asked for); something else on those hosts is not
+        hosts = "the hosts that could take it" if gpu.slug == "cpu" else "the hosts with those GPUs free"
+        return f"no capacity for {wanted}: {hosts} lack {short[0]}"
     rows = session.execute(
         select(Hostnode.gpu_type, Hostnode.region, func.max(Hostnode.gpus_free))
         .where(Hostnode.status == "online", Hostnode.gpus_free > 0)
