@@ -19,7 +19,7 @@ import pytest
 from coldplate.agent.runtimes.base import Assignment, RuntimeFailure
 from coldplate.agent.runtimes.docker import DockerRuntime, container_name, project_volume_name, volume_name
 from coldplate.agent.runtimes.process import ProcessRuntime
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import free_port_block
 
 
 class Harness:
@@ -70,7 +70,7 @@ async def wait_text(url: str) -> str:
 
 
 async def test_http_server_reachable_on_forwarded_port_with_env(harness: Harness) -> None:
-    port, internal = free_port(), free_port()
+    port, internal = free_port_block(1), free_port_block(1)
     # a process shares the host's network: it listens on loopback; a container listens on all its addresses
     listen = f"{internal}" if isinstance(harness.runtime, DockerRuntime) else f"127.0.0.1:{internal}"
     s = harness.spec(["sh", "-c", "cd /workspace 2>/dev/null || cd $WORKSPACE; mkdir -p www; "
@@ -204,7 +204,7 @@ async def test_process_workloads_are_adopted_by_the_next_agent(tmp_path: Path) -
     """Found in a long session: workloads of a stopped agent ran on untracked (one busy loop for an
     hour), and a stop after the restart released GPUs that they still used."""
     first = ProcessRuntime(data_dir=tmp_path)
-    internal, external = free_port(), free_port()
+    internal, external = free_port_block(1), free_port_block(1)
     s = Assignment(instance_id="inst_adopt", name="t", desired="running", status="provisioning", image="x",
                    cmd=["sh", "-c", f"trap 'exit 0' TERM; echo adopted > /workspace/index.html; "
                                     f"busybox httpd -f -p {internal} -h /workspace & wait"],

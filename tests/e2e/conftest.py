@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -21,6 +22,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive ports that are free now, below the kernel's ephemeral range
+    (where any outgoing connection may take a port: seen failing a test as 'address already in use')."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(200):
+        start = rng.randrange(10_000, low - size)
+        sockets = []
+        try:
+            for port in range(start, start + size):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no block of {size} free ports found")
 
 
 @dataclass

@@ -19,7 +19,7 @@ import pytest
 
 from coldplate import Client
 from coldplate.client import Instance, InvalidStateError
-from tests.e2e.conftest import Cluster, _wait, free_port
+from tests.e2e.conftest import Cluster, _wait, free_port_block
 
 
 def start_agent(server: Cluster, runtime: str, data_dir: Path, port_lo: int, log: IO[bytes]
@@ -44,7 +44,7 @@ def real_agent(request: pytest.FixtureRequest, server: Cluster, tmp_path: Path) 
     docker_client = request.getfixturevalue("docker_client") if runtime == "docker" else None
     image = request.getfixturevalue("busybox_image") if runtime == "docker" else "host"
     log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115
-    proc = start_agent(server, runtime, tmp_path / "agent", free_port(), log)
+    proc = start_agent(server, runtime, tmp_path / "agent", free_port_block(21), log)
     try:
         headers = {"Authorization": f"Bearer {server.admin_key}"}
         _wait(lambda: len(httpx.get(f"{server.url}/v1/hostnodes", headers=headers).json()["data"]) == 1, 30,
@@ -81,7 +81,7 @@ def test_instance_end_to_end(real_agent: tuple[Cluster, str]) -> None:
     client = Client(cluster.url, cluster.admin_key)
     hostnode = client.hostnodes()[0]
     assert hostnode.gpu.type == "h100-80gb" and hostnode.gpu.count == 2
-    internal = free_port()
+    internal = free_port_block(1)
     script = ("cd /workspace; date >> boots; mkdir -p www; "
               "trap 'exit 0' TERM; "
               "while true; do cp boots www/boots; echo $CUDA_VISIBLE_DEVICES > www/gpus; sleep 0.2; "
@@ -261,7 +261,7 @@ def test_workloads_survive_an_agent_restart(real_agent: tuple[Cluster, str], tmp
     still reachable on its forwarded port, exec reaches it, and a stop really ends it."""
     cluster, image = real_agent
     client = Client(cluster.url, cluster.admin_key)
-    internal = free_port()
+    internal = free_port_block(1)
     script = f"trap 'exit 0' TERM; echo survivor > /workspace/i; busybox httpd -f -p {internal} -h /workspace & wait"
     inst = client.create_instance(name="survivor", gpu="h100", image=image, cmd=["sh", "-c", script],
                                   ports=[{"internal_port": internal}])

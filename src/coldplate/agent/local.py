@@ -18,7 +18,7 @@ RUNTIMES = ("docker", "process", "sim")
 
 
 def local_host_spec(*, name: str | None, region: str, city: str = "", country: str = "",
-                    address: str = "127.0.0.1", port_range: tuple[int, int] = (40000, 40999),
+                    address: str = "127.0.0.1", port_range: tuple[int, int] = (30000, 30999),
                     fake_gpus: str | None = None, data_dir: Path, prices: dict[str, str]) -> HostSpec:
     gpus = inventory.gpus(fake_gpus)
     resources = inventory.host_resources(data_dir)

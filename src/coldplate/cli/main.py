@@ -59,7 +59,9 @@ def agent(
     city: str = typer.Option(""),
     country: str = typer.Option(""),
     address: str = typer.Option("127.0.0.1", help="Address users reach this host's ports on."),
-    port_range: str = typer.Option("40000-40999", help="Host ports for SSH and port forwards."),
+    port_range: str = typer.Option("30000-30999", help="Host ports for SSH and port forwards; keep them below "
+                                   "the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768+ on Linux), "
+                                   "where outgoing connections take ports too."),
     fake_gpus: str = typer.Option(None, help="Simulated GPU inventory for a host without GPUs, e.g. h100-80gb:8."),
     gpu_price: str = typer.Option("0", help="Per GPU per hour."),
     spot_price: str = typer.Option("0", help="Per GPU per hour, spot."),
