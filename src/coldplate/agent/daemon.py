@@ -142,12 +142,12 @@ class Agent:
                 pass
 
     async def _heartbeat_once(self) -> None:
-        running = sorted(await self.runtime.running())
-        self._notice_exits(set(running))
-        self._remove_unassigned(set(running))
+        running = await self.runtime.running()
+        self._notice_exits(running)
+        self._remove_unassigned(running)
         response = await self._call("POST", "/v1/agent/heartbeat", json={
-            "instances": [{"id": i, "status": "running"} for i in running],
-            "metrics": [sample for i in running if (sample := await self._sample(i))],
+            "instances": [{"id": i, "status": "running"} for i in sorted(running)],
+            "metrics": [sample for i in sorted(running) if (sample := await self._sample(i))],
         })
         response.raise_for_status()
         await self._purge_due()
@@ -236,9 +236,13 @@ class Agent:
                 return
             busy.cancel()  # a stop or terminate wins over a start still booting (a long cloud-init)
             work = self._after(busy, work)
+        self._track(spec.instance_id, work)
+
+    def _track(self, instance_id: str, work: Any) -> None:
+        """Run `work` as the one task in flight for this instance."""
         task = asyncio.create_task(work)
-        self._busy[spec.instance_id] = task
-        task.add_done_callback(functools.partial(self._done, spec.instance_id))
+        self._busy[instance_id] = task
+        task.add_done_callback(functools.partial(self._done, instance_id))
 
     def _notice_exits(self, running: set[str]) -> None:
         """A `ready` instance whose workload no longer runs, with nothing of ours in flight on it,
@@ -247,9 +251,7 @@ class Agent:
         for spec in list((self._assigned or {}).values()):
             gone = spec.status == "ready" and spec.desired == "running" and spec.instance_id not in running
             if gone and spec.instance_id not in self._busy:
-                task = asyncio.create_task(self._exited(spec))
-                self._busy[spec.instance_id] = task
-                task.add_done_callback(functools.partial(self._done, spec.instance_id))
+                self._track(spec.instance_id, self._exited(spec))
 
     def _remove_unassigned(self, running: set[str]) -> None:
         """A workload the server no longer assigns here (it failed with `host_lost` while this host
@@ -259,13 +261,10 @@ class Agent:
             return
         for instance_id in sorted(running - set(self._assigned) - set(self._busy)):
             log.warning("removing a workload this host is no longer assigned", extra={"instance_id": instance_id})
-            task = asyncio.create_task(self._remove(instance_id))
-            self._busy[instance_id] = task
-            task.add_done_callback(functools.partial(self._done, instance_id))
+            self._track(instance_id, self._remove(instance_id))
 
     async def _remove(self, instance_id: str) -> None:
-        if self.ssh is not None:
-            await self.ssh.close(instance_id)
+        await self._close_ssh(instance_id)
         await self.runtime.stop(instance_id, grace_seconds=10, force=False)
         await self._delete(instance_id)
 
@@ -280,8 +279,7 @@ class Agent:
     async def _exited(self, spec: Assignment) -> None:
         if spec.instance_id in await self.runtime.running():  # started while the heartbeat listed: not gone
             return
-        if self.ssh is not None:
-            await self.ssh.close(spec.instance_id)
+        await self._close_ssh(spec.instance_id)
         info = await self.runtime.stop(spec.instance_id, grace_seconds=0, force=False)  # reads the exit status
         if self._assigned is not None:
             self._assigned.pop(spec.instance_id, None)
@@ -333,9 +331,12 @@ class Agent:
             except OSError as exc:  # the port is taken: the instance runs, without SSH
                 log.warning("ssh endpoint failed", extra={"instance_id": spec.instance_id, "error": repr(exc)})
 
-    async def _stop(self, spec: Assignment, *, delete: bool) -> None:
+    async def _close_ssh(self, instance_id: str) -> None:
         if self.ssh is not None:
-            await self.ssh.close(spec.instance_id)
+            await self.ssh.close(instance_id)
+
+    async def _stop(self, spec: Assignment, *, delete: bool) -> None:
+        await self._close_ssh(spec.instance_id)
         info = await self.runtime.stop(spec.instance_id, grace_seconds=spec.grace_seconds, force=spec.force)
         if delete:
             await self._delete(spec.instance_id)

@@ -47,10 +47,10 @@ def snapshot(host: HostRow, price_micros: int) -> HostSnapshot:
 @functools.cache
 def _cas_statement(columns: tuple[str, ...]) -> Any:
     """A table-level UPDATE (the ORM's bulk-update machinery costs 2x here), built once per column set."""
-    table = HOSTNODES
-    return (update(table)
-            .where(table.c.id == bindparam("host_id"), table.c.generation == bindparam("seen_generation"))
-            .values(generation=table.c.generation + 1, assignment_version=table.c.assignment_version + 1,
+    h = HOSTNODES.c
+    return (update(HOSTNODES)
+            .where(h.id == bindparam("host_id"), h.generation == bindparam("seen_generation"))
+            .values(generation=h.generation + 1, assignment_version=h.assignment_version + 1,
                     **{column: bindparam(column) for column in columns}))
 
 

@@ -97,7 +97,7 @@ class Mount:
     readonly: bool = False
 
 
-def sandbox_args(workspace: Path, mounts: list[Mount] | None = None, info_fd: int | None = None) -> list[str]:
+def sandbox_args(workspace: Path, mounts: list[Mount]) -> list[str]:
     """bubblewrap: the host's root read-only, the instance's workspace writable at /workspace,
     the request's volumes at their mount paths."""
     args = ["bwrap"]
@@ -113,9 +113,9 @@ def sandbox_args(workspace: Path, mounts: list[Mount] | None = None, info_fd: in
              "--chdir", "/workspace", "--setenv", "HOME", "/workspace"]
     for device in sorted(glob.glob("/dev/nvidia*")):  # the minimal /dev would hide the GPUs; which ones a
         args += ["--dev-bind", device, device]       # workload uses is CUDA_VISIBLE_DEVICES' business
-    for mount in mounts or []:
+    for mount in mounts:
         args += ["--ro-bind" if mount.readonly else "--bind", str(mount.source), mount.target]
-    return args + (["--info-fd", str(info_fd)] if info_fd is not None else []) + ["--"]
+    return [*args, "--"]
 
 
 class ProcessRuntime:
@@ -156,11 +156,13 @@ class ProcessRuntime:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workspace), "WORKSPACE": str(workspace),
                **spec.env, **gpu_env(spec.gpu_indices)}
         output = open(self.instance_dir(spec.instance_id) / "output.log", "ab")  # noqa: SIM115
+        prefix = sandbox_args(workspace, mounts) if self.sandbox else []  # exec and SSH enter the same sandbox
         read_fd, write_fd = os.pipe()
         try:
-            prefix = sandbox_args(workspace, mounts, write_fd) if self.sandbox else []
+            # bubblewrap writes the sandboxed command's pid to --info-fd: that is where SIGTERM goes
+            launch = [*prefix[:-1], "--info-fd", str(write_fd), "--"] if self.sandbox else []
             process = await asyncio.create_subprocess_exec(
-                *prefix, *command, cwd=workspace, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=output,
+                *launch, *command, cwd=workspace, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=output,
                 stderr=output, start_new_session=True, pass_fds=(write_fd,) if self.sandbox else ())
         except OSError as exc:
             raise RuntimeFailure(f"the command could not be started: {exc}") from exc
@@ -175,8 +177,7 @@ class ProcessRuntime:
                 main_pid = int(json.loads(raw)["child-pid"])
         else:
             os.close(read_fd)
-        running = Running(leader_pid=process.pid, main_pid=main_pid, env=env, process=process,
-                          prefix=sandbox_args(workspace, mounts) if self.sandbox else [])
+        running = Running(leader_pid=process.pid, main_pid=main_pid, env=env, process=process, prefix=prefix)
         self.running_[spec.instance_id] = running
         self._record(spec, running)
 
@@ -184,7 +185,7 @@ class ProcessRuntime:
             if process.returncode is None:
                 return None
             self.running_.pop(spec.instance_id, None)
-            (self.instance_dir(spec.instance_id) / PROCESS_RECORD).unlink(missing_ok=True)
+            self._record_path(spec.instance_id).unlink(missing_ok=True)
             return exited_during_start("command", returncode_to_exit(process.returncode),
                                        self._tail(spec.instance_id))
 
@@ -198,6 +199,9 @@ class ProcessRuntime:
         for port in ports:
             running.proxies.append(await self._forward(port["external_port"], port["internal_port"]))
 
+    def _record_path(self, instance_id: str) -> Path:
+        return self.instance_dir(instance_id) / PROCESS_RECORD
+
     def _record(self, spec: Assignment, running: Running) -> None:
         """What a restarted agent needs to take the workload back (`recover`)."""
         try:
@@ -206,7 +210,7 @@ class ProcessRuntime:
             return
         record = {"leader_pid": running.leader_pid, "main_pid": running.main_pid, "create_time": started,
                   "env": running.env, "prefix": running.prefix, "ports": spec.ports}
-        path = self.instance_dir(spec.instance_id) / PROCESS_RECORD
+        path = self._record_path(spec.instance_id)
         path.with_suffix(".tmp").write_text(json.dumps(record))
         os.replace(path.with_suffix(".tmp"), path)
 
@@ -283,7 +287,7 @@ class ProcessRuntime:
                 await running.wait()
         with contextlib.suppress(ProcessLookupError):  # whatever the workload left behind in its group
             os.killpg(running.leader_pid, signal.SIGKILL)
-        (self.instance_dir(instance_id) / PROCESS_RECORD).unlink(missing_ok=True)
+        self._record_path(instance_id).unlink(missing_ok=True)
         return running.exit_info()
 
     async def exec(self, instance_id: str, cmd: list[str], *, timeout: float) -> ExecResult:
