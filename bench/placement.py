@@ -25,13 +25,13 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
-from coldplate.api.state import AppState, Settings
 from coldplate.clock import SystemClock
 from coldplate.server import build_state
 from coldplate.services import hostnodes, instances, outbox, projects
 from coldplate.services.errors import NoCapacity
 from coldplate.services.hostnodes import HostSpec
 from coldplate.services.instances import InstanceRequest
+from coldplate.state import AppState, Settings
 
 GPUS = [("H100", 2_200_000), ("A100", 1_400_000), ("L40S", 900_000), ("RTX4090", 400_000), ("H200", 3_500_000)]
 REGIONS = ["na", "eu", "apac"]

@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from coldplate.api.app import create_app
-from coldplate.api.state import AppState, Settings
 from coldplate.clock import FakeClock
 from coldplate.server import build_state
 from coldplate.services import projects
+from coldplate.state import AppState, Settings
 
 ADMIN_KEY = "cp_test_admin_key"
 PG_URL = os.environ.get("COLDPLATE_TEST_POSTGRES_URL")

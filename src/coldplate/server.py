@@ -11,10 +11,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from coldplate.api.app import create_app
-from coldplate.api.state import AppState, Settings
 from coldplate.clock import Clock, SystemClock
 from coldplate.db.engine import make_engine, make_sessionmaker, migrate, sqlite_url
+from coldplate.loops.runner import start_all
 from coldplate.services import projects
+from coldplate.state import AppState, Settings
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def bootstrap_admin(app_state: AppState, *, data_dir: Path, env_key: str | None)
 def make_server_app(*, data_dir: Path, url: str | None) -> tuple[FastAPI, AppState, str | None]:
     app_state = build_state(database_url(data_dir, url))
     created = bootstrap_admin(app_state, data_dir=data_dir, env_key=os.environ.get("COLDPLATE_ADMIN_KEY"))
-    return create_app(app_state), app_state, created
+    background = start_all if app_state.settings.run_loops else None
+    return create_app(app_state, background=background), app_state, created
 
 
 class _Server(uvicorn.Server):

@@ -12,10 +12,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from coldplate.api.app import create_app
-from coldplate.api.state import Settings
 from coldplate.clock import FakeClock
 from coldplate.server import build_state
 from coldplate.services import projects
+from coldplate.state import Settings
 from tests.conftest import ADMIN_KEY
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from coldplate.api.state import AppState
 from coldplate.clock import FakeClock
 from coldplate.loops import hosts as hosts_loop
 from coldplate.loops import timers
+from coldplate.state import AppState
 from tests.conftest import Fleet, auth
 
 PROBLEM = "application/problem+json"

@@ -6,9 +6,9 @@ import time
 
 from sqlalchemy import text
 
-from coldplate.api.state import AppState, Settings
 from coldplate.clock import FakeClock
 from coldplate.server import build_state
+from coldplate.state import AppState, Settings
 
 
 def test_reads_do_not_wait_for_an_open_writer(sqlite_url: str) -> None:

@@ -8,11 +8,11 @@ from collections import Counter
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from coldplate.api.state import AppState
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.services import instances
 from coldplate.services.errors import NoCapacity
 from coldplate.services.instances import InstanceRequest
+from coldplate.state import AppState
 from tests.conftest import Fleet
 
 ATTEMPTS = 64

@@ -1,9 +1,12 @@
-"""The FastAPI application: routes, problem handlers, and the background loops' lifetime."""
+"""The FastAPI application: routes, problem handlers, and the lifetime of whatever runs beside it.
+
+The app does not know the loops: `server.py` passes them in as `background`, so `api/` and `loops/`
+do not import each other."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,18 +21,18 @@ from coldplate.api import (
     routes_instances,
     routes_ssh_keys,
 )
-from coldplate.api.state import AppState
+from coldplate.state import AppState
+
+Background = Callable[[AppState], list[asyncio.Task[None]]]
 
 
-def create_app(app_state: AppState) -> FastAPI:
+def create_app(app_state: AppState, *, background: Background | None = None) -> FastAPI:
+    """`background` starts tasks on the app's event loop (the server's loops); they are cancelled at exit."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         app_state.signals.bind(asyncio.get_running_loop())
-        tasks: list[asyncio.Task[None]] = []
-        if app_state.settings.run_loops:
-            from coldplate.loops.runner import start_all
-
-            tasks = start_all(app_state)
+        tasks = background(app_state) if background is not None else []
         yield
         for task in tasks:
             task.cancel()

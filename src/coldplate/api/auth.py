@@ -8,10 +8,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coldplate.api.problems import ApiProblem
-from coldplate.api.state import AppState
 from coldplate.db.tables import Hostnode
 from coldplate.services import hostnodes, projects
 from coldplate.services.projects import Principal
+from coldplate.state import AppState
 
 _bearer = HTTPBearer(auto_error=False)
 

@@ -16,11 +16,11 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from coldplate.api.auth import require, scoped_project, state
 from coldplate.api.problems import ApiProblem
 from coldplate.api.schemas import ExecIn
-from coldplate.api.state import AppState
 from coldplate.clock import isoformat
 from coldplate.domain.lifecycle import FINAL, Status
 from coldplate.services import agent_tasks, instances, metrics
 from coldplate.services.projects import Principal
+from coldplate.state import AppState
 
 router = APIRouter(prefix="/v1/instances")
 AGENT_SLACK_S = 10.0  # how much longer than the command's own timeout we wait for the agent

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy import delete, or_
 
-from coldplate.api.state import AppState
 from coldplate.db.tables import AgentTask, MetricSample
+from coldplate.state import AppState
 
 TASKS_KEPT = timedelta(hours=1)
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from fastapi.concurrency import run_in_threadpool
 
-from coldplate.api.state import AppState
 from coldplate.loops import hosts, retention, timers
+from coldplate.state import AppState
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from coldplate.api.state import AppState
 from coldplate.services import actions
+from coldplate.state import AppState
 
 
 def run_once(app: AppState) -> int:
