@@ -22,6 +22,7 @@ class Settings:
     heartbeat_timeout_s: int = 30
     host_lost_grace_s: float = 120.0
     loop_interval_s: float = 1.0
+    lease_ttl_s: float = 60.0  # how long a loop's claim on a row lasts before another may take it
     metrics_retention_s: float = 24 * 3600
     run_loops: bool = True
 

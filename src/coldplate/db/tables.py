@@ -136,6 +136,9 @@ class Instance(Base):
     stopped_at: Mapped[datetime | None]
     terminated_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
+    # A loop's claim on the row while it works on it (services/leases.py).
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_instances_project_created", "project_id", "created_at", "id"),

@@ -1,14 +1,13 @@
-"""Lifecycle verbs: user actions, agent reports, expiry and host loss. All go through `transition`."""
+"""Lifecycle verbs: user actions and agent reports. All go through `transition`."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coldplate.clock import Clock
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain.lifecycle import Desired, Status, action_allowed
-from coldplate.services import capacity, hostnodes
+from coldplate.services import capacity
 from coldplate.services.errors import InvalidState, NoCapacity
 from coldplate.services.instances import InstanceRequest, demand_on
 from coldplate.services.transitions import transition
@@ -131,32 +130,6 @@ def report(session: Session, *, clock: Clock, host: Hostnode, inst: Instance, st
         except NoCapacity:
             inst.restart_pending = False
     return inst
-
-
-def expire_due(session: Session, *, clock: Clock, limit: int = 100) -> list[str]:
-    """Terminate instances whose reservation or max_hours has run out."""
-    now = clock.now()
-    due = list(session.scalars(
-        select(Instance).where(Instance.expires_at <= now,
-                               Instance.status.notin_([S.TERMINATED.value, S.FAILED.value]))
-        .order_by(Instance.expires_at).limit(limit).with_for_update(skip_locked=True)
-    ))
-    done: list[str] = []
-    for inst in due:
-        if inst.status == S.DRAINING.value and inst.desired == Desired.TERMINATED.value:
-            continue
-        terminate(session, clock=clock, inst=inst, reason="expired")
-        done.append(inst.id)
-    return done
-
-
-def fail_lost(session: Session, *, clock: Clock, grace_seconds: float) -> list[str]:
-    """Instances on hosts offline for longer than the grace period fail with `host_lost`."""
-    lost = hostnodes.lost_instances(session, clock=clock, grace_seconds=grace_seconds)
-    for inst in lost:
-        transition(session, clock=clock, inst=inst, target=S.FAILED, reason="host_lost",
-                   failure_reason="the host stopped answering and did not come back in time")
-    return [i.id for i in lost]
 
 
 __all__ = ["InstanceRequest", "demand_on", "stop", "start", "restart", "terminate", "report"]

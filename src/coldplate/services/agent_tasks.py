@@ -5,9 +5,10 @@ agent runs it and posts the result, and the waiting request is woken by that com
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from coldplate.clock import Clock
@@ -56,3 +57,13 @@ def get(session: Session, *, task_id: str) -> AgentTask:
     if task is None:
         raise NotFound(f"task {task_id} not found", param="task_id")
     return task
+
+
+def purge(session: Session, *, before: datetime, limit: int) -> int:
+    """Delete up to `limit` tasks answered, or asked, before `before` (nobody waits that long)."""
+    old = or_(AgentTask.done_at < before, AgentTask.created_at < before)
+    ids = list(session.scalars(select(AgentTask.id).where(old).order_by(AgentTask.id).limit(limit)))
+    if not ids:
+        return 0
+    deleted = session.connection().execute(delete(AgentTask).where(AgentTask.id.in_(ids)))
+    return int(deleted.rowcount)  # another replica may have deleted some of them first

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coldplate.clock import Clock, as_utc
+from coldplate.clock import Clock
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import catalog, pricing
-from coldplate.domain.lifecycle import ASSIGNED, HOLDS_DISK, Status
+from coldplate.domain.lifecycle import ASSIGNED, Status
 from coldplate.ids import hash_secret, new_id, new_secret
 from coldplate.services import outbox
-from coldplate.services.capacity import bump_assignments
 from coldplate.services.errors import InvalidInput, InvalidState, NotFound, Unauthorized
 from coldplate.services.projects import ADMIN_PROJECT_ID, check_join_token
 
@@ -158,35 +156,6 @@ def assignments(session: Session, *, host: Hostnode) -> list[Instance]:
     return list(session.scalars(
         select(Instance).where(Instance.hostnode_id == host.id, Instance.status.in_([s.value for s in ASSIGNED]))
         .order_by(Instance.created_at, Instance.id)
-    ))
-
-
-def mark_silent_offline(session: Session, *, clock: Clock) -> list[str]:
-    """Online hosts whose heartbeat is older than their timeout go offline."""
-    now = clock.now()
-    gone: list[str] = []
-    query = select(Hostnode).where(Hostnode.status.in_(ADMIN_STATUSES)).with_for_update(skip_locked=True)
-    for host in session.scalars(query):
-        last = as_utc(host.last_heartbeat_at) if host.last_heartbeat_at else as_utc(host.created_at)
-        if now - last > timedelta(seconds=host.heartbeat_timeout_s):
-            host.status = "offline"
-            host.offline_since = now
-            outbox.record(session, clock=clock, project_id=ADMIN_PROJECT_ID, type="hostnode.offline",
-                          data={"hostnode_id": host.id})
-            bump_assignments(session, host.id)
-            gone.append(host.id)
-    session.flush()
-    return gone
-
-
-def lost_instances(session: Session, *, clock: Clock, grace_seconds: float) -> list[Instance]:
-    """Instances on hosts that have been offline for longer than the grace period."""
-    cutoff = clock.now() - timedelta(seconds=grace_seconds)
-    return list(session.scalars(
-        select(Instance).join(Hostnode, Instance.hostnode_id == Hostnode.id)
-        .where(Hostnode.status == "offline", Hostnode.offline_since <= cutoff,
-               Instance.status.in_([s.value for s in HOLDS_DISK]))
-        .with_for_update(of=Instance, skip_locked=True)
     ))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from coldplate.clock import Clock
@@ -31,3 +31,13 @@ def series(session: Session, *, instance_id: str, since: datetime | None) -> lis
     if since is not None:
         query = query.where(MetricSample.at > since)
     return list(session.scalars(query.order_by(MetricSample.at, MetricSample.id).limit(MAX_POINTS)))
+
+
+def purge(session: Session, *, before: datetime, limit: int) -> int:
+    """Delete up to `limit` samples taken before `before`."""
+    ids = list(session.scalars(select(MetricSample.id).where(MetricSample.at < before)
+                               .order_by(MetricSample.id).limit(limit)))
+    if not ids:
+        return 0
+    deleted = session.connection().execute(delete(MetricSample).where(MetricSample.id.in_(ids)))
+    return int(deleted.rowcount)  # another replica may have deleted some of them first
