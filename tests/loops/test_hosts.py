@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
 
 from coldplate.clock import FakeClock
 from coldplate.db.tables import Instance
@@ -110,3 +115,27 @@ def test_fail_lost_rechecks_the_host_and_the_instance(state: AppState, world: Wo
         assert host_loss.fail_lost(session, clock=clock, instance_id=back, owner="me", grace_seconds=120) is False
     assert world.events(reason="host_lost") == []
     assert world.get(back).status == "provisioning"
+
+
+def test_a_failure_on_one_lost_instance_does_not_stop_the_others(state: AppState, world: World, clock: FakeClock,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    host = world.host("h1")
+    ids = sorted(world.instance(f"i{n}", host_id=host) for n in range(3))
+    broken = ids[0]
+    transition = host_loss.transition
+
+    def fault(session: Session, *, inst: Instance, **kwargs: Any) -> None:  # an injected fault
+        if inst.id == broken:
+            raise RuntimeError("injected")
+        transition(session, inst=inst, **kwargs)
+
+    monkeypatch.setattr(host_loss, "transition", fault)
+    clock.advance(31)
+    hosts.run_once(state)
+    clock.advance(120)
+    with caplog.at_level(logging.ERROR, logger="coldplate.loops.each"):
+        assert hosts.run_once(state) == (0, 2)
+    failures = [r for r in caplog.records if r.getMessage() == "failing an instance of a lost host failed"]
+    assert [getattr(r, "instance_id", None) for r in failures] == [broken]
+    assert [world.get(i).status for i in ids] == ["provisioning", "failed", "failed"]
