@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, text
 
 from coldplate.clock import SystemClock
 from coldplate.server import build_state
-from coldplate.services import hostnodes, instances, outbox, projects
+from coldplate.services import hostnodes, instances, join_tokens, outbox, projects
 from coldplate.services.errors import NoCapacity
 from coldplate.services.hostnodes import HostSpec
 from coldplate.services.instances import InstanceRequest
@@ -41,7 +41,7 @@ def seed(state: AppState, hosts: int) -> str:
     rng = random.Random(7)
     with state.tx() as session:
         projects.ensure_admin(session, clock=state.clock, key="cp_bench_admin")
-        _, token = projects.create_join_token(session, clock=state.clock, name="bench")
+        _, token = join_tokens.create(session, clock=state.clock, name="bench")
         project = projects.create_project(session, clock=state.clock, name="bench")
         for i in range(hosts):
             model, price = GPUS[i % len(GPUS)]
@@ -50,7 +50,7 @@ def seed(state: AppState, hosts: int) -> str:
                             gpu_model=model, gpu_count=8, gpu_memory_mb=0, gpu_uuids=[], vcpus=128,
                             memory_gb=1024, disk_gb=8000, port_lo=10000, port_hi=10999,
                             prices_micros={"gpu_per_hour": price, "spot_gpu_per_hour": price // 2})
-            hostnodes.register(session, clock=state.clock, join_token=token, spec=spec)
+            hostnodes.register(session, clock=state.clock, spec=spec, join_token=token, credential=None)
         return project.id
 
 
@@ -119,8 +119,9 @@ def latency(samples: int) -> tuple[list[float], list[float]]:
             "hosts:\n  - {name_prefix: lat, count: 4, region: eu, city: Frankfurt, country: DE, gpu: H100,"
             " gpu_count: 8, vcpus: 128, memory_gb: 1024, disk_gb: 8000, gpu_price: '2.20', spot_price: '1.10',"
             " start_delay_s: 0, failure_rate: 0, port_base: 30000}\n")
-        agent = subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", url, "--join-token",
-                                  token, "--runtime", "sim", "--fleet", str(fleet)], stdout=subprocess.DEVNULL,
+        agent = subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", url, "--runtime", "sim",
+                                  "--fleet", str(fleet), "--data-dir", str(data_dir / "agent")],
+                                 env={**os.environ, "COLDPLATE_JOIN_TOKEN": token}, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         for _ in range(300):
             if len(client.get("/v1/hostnodes").json()["data"]) == 4:

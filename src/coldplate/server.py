@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from coldplate.api.app import create_app
 from coldplate.clock import Clock, SystemClock
 from coldplate.db.engine import make_engine, make_sessionmaker, migrate, sqlite_url
+from coldplate.files import create_private, private_dir, tighten, write_private
 from coldplate.loops.runner import start_all
 from coldplate.services import projects
 from coldplate.state import AppState, Settings
@@ -21,10 +22,16 @@ log = logging.getLogger(__name__)
 
 
 def database_url(data_dir: Path, url: str | None) -> str:
+    """The database to use; SQLite's file (with its -wal and -shm, which take its mode) is 0600 in a
+    0700 data directory: it holds tenants' env and keys' hashes."""
     if url:
         return url
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return sqlite_url(data_dir / "coldplate.db")
+    private_dir(data_dir)
+    db = data_dir / "coldplate.db"
+    create_private(db)
+    for suffix in ("-wal", "-shm", "-journal"):
+        tighten(db.with_name(db.name + suffix))
+    return sqlite_url(db)
 
 
 def build_state(url: str, *, clock: Clock | None = None, settings: Settings | None = None) -> AppState:
@@ -40,10 +47,10 @@ def bootstrap_admin(app_state: AppState, *, data_dir: Path, env_key: str | None)
         created = projects.ensure_admin(session, clock=app_state.clock, key=env_key)
     key_file = data_dir / "admin-key"
     key = created or env_key
+    private_dir(data_dir)
     if key is not None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(key + "\n")
-        key_file.chmod(0o600)
+        write_private(key_file, key + "\n")
+    tighten(key_file)
     return created
 
 

@@ -66,6 +66,11 @@ def _wait(predicate: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def agent_env(server: Cluster) -> dict[str, str]:
+    """An agent's environment: the join token travels here, never on its command line (`ps`)."""
+    return {**os.environ, "COLDPLATE_JOIN_TOKEN": server.join_token}
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Cluster]:
     port = free_port()
@@ -94,9 +99,9 @@ def sim_agent(server: Cluster, tmp_path: Path) -> Iterator[Cluster]:
         " vcpus: 128, memory_gb: 1024, disk_gb: 8000, gpu_price: '2.20', spot_price: '1.10', start_delay_s: 0.05,"
         " failure_rate: 0, port_base: 31000}\n")
     log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", server.url, "--join-token",
-                             server.join_token, "--runtime", "sim", "--fleet", str(fleet)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", server.url, "--runtime", "sim",
+                             "--fleet", str(fleet), "--data-dir", str(tmp_path / "sim-agent")],
+                            env=agent_env(server), stdout=log, stderr=subprocess.STDOUT)
     try:
         headers = {"Authorization": f"Bearer {server.admin_key}"}
         _wait(lambda: len(httpx.get(f"{server.url}/v1/hostnodes", headers=headers).json()["data"]) == 2, 30,

@@ -19,16 +19,16 @@ import pytest
 
 from coldplate import Client
 from coldplate.client import Instance, InvalidStateError
-from tests.e2e.conftest import Cluster, _wait, free_port_block
+from tests.e2e.conftest import Cluster, _wait, agent_env, free_port_block
 
 
 def start_agent(server: Cluster, runtime: str, data_dir: Path, port_lo: int, log: IO[bytes]
                 ) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", server.url, "--join-token",
-                             server.join_token, "--runtime", runtime, "--name", f"{runtime}-host", "--region", "eu",
+    return subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", server.url,
+                             "--runtime", runtime, "--name", f"{runtime}-host", "--region", "eu",
                              "--port-range", f"{port_lo}-{port_lo + 20}", "--fake-gpus", "h100-80gb:2",
                              "--gpu-price", "2.00", "--data-dir", str(data_dir), "--heartbeat-interval", "0.5"],
-                            stdout=log, stderr=subprocess.STDOUT)
+                            env=agent_env(server), stdout=log, stderr=subprocess.STDOUT)
 
 
 def kill_adoptable_workloads(data_dir: Path) -> None:

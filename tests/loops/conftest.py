@@ -13,7 +13,7 @@ from sqlalchemy import select
 from coldplate.clock import FakeClock
 from coldplate.db.tables import Event, Instance
 from coldplate.server import build_state
-from coldplate.services import hostnodes, instances, projects
+from coldplate.services import hostnodes, instances, join_tokens, projects
 from coldplate.services.hostnodes import HostSpec
 from coldplate.services.instances import InstanceRequest
 from coldplate.state import AppState, Settings
@@ -26,7 +26,7 @@ class World:
         self.state = state
         with state.tx() as session:
             self.project_id = projects.create_project(session, clock=state.clock, name="loops").id
-            self.join_token = projects.create_join_token(session, clock=state.clock, name="loops")[1]
+            self.join_token = join_tokens.create(session, clock=state.clock, name="loops")[1]
         self._ports = 20000
 
     def host(self, name: str, *, gpus: int = 8, heartbeat_timeout_s: int = 30) -> str:
@@ -37,7 +37,8 @@ class World:
                         heartbeat_timeout_s=heartbeat_timeout_s)
         self._ports += 100
         with self.state.tx() as session:
-            return hostnodes.register(session, clock=self.state.clock, join_token=self.join_token, spec=spec)[0].id
+            return hostnodes.register(session, clock=self.state.clock, join_token=self.join_token, spec=spec,
+                                      credential=None)[0].id
 
     def instance(self, name: str, *, host_id: str | None = None, max_hours: float | None = None) -> str:
         req = InstanceRequest(name=name, gpu="h100", hostnode_id=host_id, max_hours=max_hours)

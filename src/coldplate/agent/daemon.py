@@ -1,7 +1,8 @@
 """One host agent: register, heartbeat, long-poll for assignments, converge each, report.
 
-The agent holds no state the server lacks: after a restart it re-registers (same name, same
-hostnode) and converges from the assignments it is given.
+The agent holds no state the server lacks but its agent token: after a restart it re-registers
+(same name, same hostnode) presenting the token it kept in its data directory
+(agent/credentials.py), and converges from the assignments it is given.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from coldplate.agent.credentials import TokenStore
 from coldplate.agent.retention import WorkspaceRetention
 from coldplate.agent.runtimes.base import Assignment, Runtime, RuntimeFailure
 from coldplate.agent.ssh import SshGateway
@@ -45,9 +47,9 @@ class HostSpec:
     start_delay_s: float = 0.0
     failure_rate: float = 0.0
 
-    def registration(self, join_token: str) -> dict[str, Any]:
+    def registration(self, join_token: str | None) -> dict[str, Any]:
         return {
-            "join_token": join_token, "name": self.name, "region": self.region,
+            **({"join_token": join_token} if join_token else {}), "name": self.name, "region": self.region,
             "location": {"city": self.city, "country": self.country},
             "gpu": {"model": self.gpu_model, "count": self.gpu_count, "memory_mb": self.gpu_memory_mb,
                     "uuids": self.gpu_uuids, "driver_version": self.gpu_driver_version,
@@ -59,13 +61,15 @@ class HostSpec:
 
 
 class Agent:
-    def __init__(self, *, server_url: str, join_token: str, spec: HostSpec, runtime: Runtime,
+    def __init__(self, *, server_url: str, join_token: str | None, spec: HostSpec, runtime: Runtime,
                  client: httpx.AsyncClient | None = None, heartbeat_interval: float = 5.0,
                  poll_wait: float = 25.0, retry_delay: float = 0.5,
                  gpu_usage: Callable[[list[int]], dict[str, float]] | None = None,
-                 ssh: SshGateway | None = None, retention: WorkspaceRetention | None = None) -> None:
+                 ssh: SshGateway | None = None, retention: WorkspaceRetention | None = None,
+                 tokens: TokenStore | None = None) -> None:
         self.server_url = server_url.rstrip("/")
         self.join_token = join_token
+        self.tokens = tokens  # where the agent token outlives this process; None: memory only
         self.spec = spec
         self.runtime = runtime
         self.client = client or httpx.AsyncClient(timeout=poll_wait + 10)
@@ -85,16 +89,26 @@ class Agent:
         self._assigned: dict[str, Assignment] | None = None  # as of the last poll; None before the first
 
     async def register(self) -> None:
+        """Registers with the agent token this host already holds (a registered name needs it) and
+        the join token (a new name needs it); keeps the token the server answers with."""
+        saved = self.tokens.load(self.spec.name) if self.tokens is not None else None
+        credential = self.token or saved
         response = await self.client.post(f"{self.server_url}/v1/agent/register",
-                                          json=self.spec.registration(self.join_token))
+                                          json=self.spec.registration(self.join_token),
+                                          headers={"Authorization": f"Bearer {credential}"} if credential else {})
+        if response.is_error:
+            log.error("registration refused", extra={"host": self.spec.name, "status": response.status_code,
+                                                     "problem": response.text[:500]})
         response.raise_for_status()
         data = response.json()
         self.hostnode_id, self.token = data["hostnode_id"], data["agent_token"]
+        if self.tokens is not None and self.token != saved:
+            self.tokens.save(self.spec.name, data["agent_token"])
         log.info("registered", extra={"hostnode_id": self.hostnode_id, "host": self.spec.name})
 
     async def _ensure_registered(self, stale: str | None) -> str:
-        """One registration at a time: the heartbeat and poll loops share the token, and each
-        registration rotates it, so a second concurrent one would invalidate the first."""
+        """One registration at a time: the heartbeat and poll loops share the token, and a
+        registration may replace it, so a second concurrent one could race the first."""
         async with self._register_lock:
             if self.token is None or self.token == stale:
                 await self.register()

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import yaml
 
+from coldplate.agent.credentials import TokenStore
 from coldplate.agent.daemon import Agent, HostSpec
 from coldplate.agent.runtimes.sim import SimRuntime
 
@@ -63,15 +64,16 @@ def load_fleet(path: Path, hosts: int | None = None) -> list[HostSpec]:
     return out
 
 
-async def run_sim_fleet(*, server_url: str, join_token: str, specs: list[HostSpec], stop: asyncio.Event,
-                        heartbeat_interval: float = 5.0, poll_wait: float = 25.0) -> None:
+async def run_sim_fleet(*, server_url: str, join_token: str | None, specs: list[HostSpec], stop: asyncio.Event,
+                        tokens: TokenStore | None = None, heartbeat_interval: float = 5.0,
+                        poll_wait: float = 25.0) -> None:
     """One agent per host, each with its own SimRuntime, all over one shared HTTP client."""
     limits = httpx.Limits(max_connections=2 * len(specs) + 10, max_keepalive_connections=2 * len(specs) + 10)
     async with httpx.AsyncClient(timeout=poll_wait + 10, limits=limits) as client:
         agents = [
             Agent(server_url=server_url, join_token=join_token, spec=spec, client=client,
                   runtime=SimRuntime(start_delay_s=spec.start_delay_s, failure_rate=spec.failure_rate),
-                  heartbeat_interval=heartbeat_interval, poll_wait=poll_wait)
+                  heartbeat_interval=heartbeat_interval, poll_wait=poll_wait, tokens=tokens)
             for spec in specs
         ]
         await asyncio.gather(*(agent.run(stop) for agent in agents))

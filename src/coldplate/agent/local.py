@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from coldplate.agent import inventory
+from coldplate.agent.credentials import TokenStore
 from coldplate.agent.daemon import Agent, HostSpec
 from coldplate.agent.retention import DEFAULT_RETENTION_DAYS, WorkspaceRetention
 from coldplate.agent.runtimes.base import Runtime
@@ -57,7 +58,7 @@ def make_runtime(kind: str, spec: HostSpec, *, data_dir: Path) -> Runtime:
     raise ValueError(f"unknown runtime {kind!r}; known: {', '.join(RUNTIMES)}")
 
 
-async def run_local_agent(*, server_url: str, join_token: str, spec: HostSpec, runtime: Runtime,
+async def run_local_agent(*, server_url: str, join_token: str | None, spec: HostSpec, runtime: Runtime,
                           stop: asyncio.Event, data_dir: Path, heartbeat_interval: float = 5.0,
                           retention_days: float = DEFAULT_RETENTION_DAYS) -> None:
     async with httpx.AsyncClient(timeout=40) as client:
@@ -65,5 +66,5 @@ async def run_local_agent(*, server_url: str, join_token: str, spec: HostSpec, r
         agent = Agent(server_url=server_url, join_token=join_token, spec=spec, runtime=runtime, client=client,
                       heartbeat_interval=heartbeat_interval, gpu_usage=inventory.nvml_usage if real_gpus else None,
                       ssh=SshGateway(runtime=runtime, data_dir=data_dir, bind=spec.address),
-                      retention=WorkspaceRetention(data_dir, days=retention_days))
+                      retention=WorkspaceRetention(data_dir, days=retention_days), tokens=TokenStore(data_dir))
         await agent.run(stop)

@@ -21,6 +21,7 @@ from typing import Any
 import asyncssh
 
 from coldplate.agent.runtimes.base import Runtime, Shell
+from coldplate.files import tighten, write_private
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,8 @@ def host_key(data_dir: Path) -> Any:
     path = data_dir / "ssh_host_ed25519_key"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(path))
-        path.chmod(0o600)
+        write_private(path, asyncssh.generate_private_key("ssh-ed25519").export_private_key())
+    tighten(path)
     return asyncssh.read_private_key(str(path))
 
 

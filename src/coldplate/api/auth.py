@@ -40,6 +40,11 @@ def require(scope: str) -> Callable[..., Principal]:
     return dependency
 
 
+def optional_bearer(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str | None:
+    """The bearer secret if one was sent: registration takes an agent token or an admin key, or neither."""
+    return credentials.credentials if credentials is not None and credentials.credentials else None
+
+
 def agent_host(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Hostnode:
     secret = _secret(credentials)
     with state(request).read() as session:

@@ -1,4 +1,4 @@
-"""Projects, API keys and join tokens (admin only)."""
+"""Projects and API keys (admin only); join tokens: routes_join_tokens."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from coldplate.api.auth import require, state
-from coldplate.api.schemas import JoinTokenIn, KeyIn, ProjectIn
+from coldplate.api.schemas import KeyIn, ProjectIn
 from coldplate.clock import isoformat
 from coldplate.db.tables import ApiKey, Project
 from coldplate.services import projects
@@ -61,11 +61,3 @@ def delete_key(key_id: str, request: Request, _: Principal = Depends(admin)) -> 
         projects.revoke_key(session, clock=app.clock, key_id=key_id)
     return Response(status_code=204)
 
-
-@router.post("/join-tokens", status_code=201)
-def create_join_token(request: Request, body: JoinTokenIn | None = None,
-                      _: Principal = Depends(admin)) -> dict[str, Any]:
-    app = state(request)
-    with app.tx() as session:
-        token, secret = projects.create_join_token(session, clock=app.clock, name=(body or JoinTokenIn()).name)
-        return {"id": token.id, "name": token.name, "token": secret, "created_at": isoformat(token.created_at)}

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from coldplate.api.auth import agent_host, state
+from coldplate.api.auth import agent_host, optional_bearer, state
 from coldplate.api.problems import ApiProblem
 from coldplate.api.schemas import HeartbeatIn, RegisterIn, TaskResultIn, TransitionIn
 from coldplate.clock import isoformat
@@ -33,10 +33,11 @@ def _spec(body: RegisterIn) -> HostSpec:
 
 
 @router.post("/register", status_code=201)
-def register(body: RegisterIn, request: Request) -> dict[str, Any]:
+def register(body: RegisterIn, request: Request, credential: str | None = Depends(optional_bearer)) -> dict[str, Any]:
     app = state(request)
     with app.tx() as session:
-        host, token = hostnodes.register(session, clock=app.clock, join_token=body.join_token, spec=_spec(body))
+        host, token = hostnodes.register(session, clock=app.clock, spec=_spec(body), join_token=body.join_token,
+                                         credential=credential)
         return {"hostnode_id": host.id, "agent_token": token}
 
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from coldplate.clock import isoformat
 from coldplate.db.tables import Hostnode, Instance
@@ -236,6 +236,9 @@ class KeyIn(Strict):
 
 class JoinTokenIn(Strict):
     name: str = Field(default="agent", min_length=1, max_length=200)
+    expires_at: AwareDatetime | None = None
+    expires_in_hours: float | None = Field(default=None, gt=0, le=24 * 366 * 10)
+    max_uses: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 class PricesIn(Strict):
@@ -277,7 +280,7 @@ class AgentPrices(Strict):
 
 
 class RegisterIn(Strict):
-    join_token: str = Field(min_length=1)
+    join_token: str | None = Field(default=None, min_length=1)  # a new host; see services.hostnodes.register
     name: str = Field(min_length=1, max_length=200)
     region: str
     location: LocationIn = Field(default_factory=LocationIn)

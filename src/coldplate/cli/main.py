@@ -50,7 +50,9 @@ def server(
 @app.command()
 def agent(
     server_url: str = typer.Option("http://127.0.0.1:8787", "--server", envvar="COLDPLATE_URL"),
-    join_token: str = typer.Option(..., envvar="COLDPLATE_JOIN_TOKEN", help="Join token from an admin."),
+    join_token_file: Path = typer.Option(None, help="A file (mode 0600) holding the join token; else the "
+                                         "environment's COLDPLATE_JOIN_TOKEN. Only a new host needs one."),
+    join_token_value: str = typer.Option(None, "--join-token", hidden=True),
     runtime: str = typer.Option("docker", help="docker (containers), process (sandboxed processes) or sim."),
     hosts: int = typer.Option(None, help="sim: how many hosts to simulate."),
     fleet: Path = typer.Option(None, help="sim: fleet file (default: the demo fleet)."),
@@ -72,6 +74,7 @@ def agent(
     workspace_retention_days: float = typer.Option(7.0, min=0, help="Days a terminated instance's disk is kept."),
 ) -> None:
     """Run a host agent for this machine, or with --runtime sim a fleet of simulated hosts."""
+    from coldplate.agent import credentials
     from coldplate.agent.fleet import DEMO_FLEET, load_fleet, run_sim_fleet
     from coldplate.agent.local import RUNTIMES, local_host_spec, make_runtime, run_local_agent
 
@@ -79,6 +82,21 @@ def agent(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if runtime not in RUNTIMES:
         raise typer.BadParameter(f"choose one of {', '.join(RUNTIMES)}", param_hint="--runtime")
+    if join_token_value is not None:
+        raise typer.BadParameter("a secret on the command line is visible to every user of this host (ps); "
+                                 "put it in COLDPLATE_JOIN_TOKEN or a 0600 file given as --join-token-file",
+                                 param_hint="--join-token")
+    try:
+        join_token = credentials.join_token(join_token_file)
+    except credentials.CredentialError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--join-token-file") from exc
+    tokens = credentials.TokenStore(_data_dir(data_dir))
+
+    def need_join_token(names: list[str]) -> None:
+        if join_token is None and any(tokens.load(n) is None for n in names):
+            raise typer.BadParameter("a host registering for the first time needs a join token: set "
+                                     "COLDPLATE_JOIN_TOKEN or give --join-token-file", param_hint="--join-token-file")
+
     stop = asyncio.Event()
 
     async def until_signalled(main: Awaitable[None]) -> None:
@@ -91,8 +109,9 @@ def agent(
 
     if runtime == "sim" and (fleet is not None or hosts is not None):
         specs = load_fleet(fleet or DEMO_FLEET, hosts)
+        need_join_token([s.name for s in specs])
         asyncio.run(until_signalled(run_sim_fleet(server_url=server_url, join_token=join_token, specs=specs,
-                                                  stop=stop, heartbeat_interval=heartbeat_interval)))
+                                                  stop=stop, tokens=tokens, heartbeat_interval=heartbeat_interval)))
         return
     lo, _, hi = port_range.partition("-")
     if not (lo.isdigit() and hi.isdigit()):
@@ -104,6 +123,7 @@ def agent(
                                        "vcpu_per_hour": vcpu_price, "memory_gb_per_hour": memory_price})
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--fake-gpus") from exc
+    need_join_token([spec.name])
     asyncio.run(until_signalled(run_local_agent(server_url=server_url, join_token=join_token, spec=spec,
                                                 runtime=make_runtime(runtime, spec, data_dir=_data_dir(data_dir)),
                                                 stop=stop, data_dir=_data_dir(data_dir),
@@ -122,13 +142,15 @@ def up(
     from coldplate.agent.fleet import DEMO_FLEET
     from coldplate.agent.local import docker_answers
     from coldplate.server import make_server_app, serve
-    from coldplate.services import projects
+    from coldplate.services import join_tokens
 
     logging.basicConfig(level=logging.WARNING)
     directory = _data_dir(data_dir)
     fastapi_app, app_state, created = make_server_app(data_dir=directory, url=None)
     with app_state.tx() as session:
-        _, join_token = projects.create_join_token(session, clock=app_state.clock, name="coldplate-up")
+        # Only for the agents started below, which pass it in their environment and then re-register
+        # with the agent tokens they keep in the data directory: it need not outlive their start.
+        _, join_token = join_tokens.create(session, clock=app_state.clock, name="coldplate-up", expires_in_hours=1)
     url = f"http://{host}:{port}"
     children: list[subprocess.Popen[bytes]] = []
 
@@ -141,7 +163,8 @@ def up(
         children.append(subprocess.Popen([*base, "--name", f"local-{os.uname().nodename}", "--runtime",
                                           local_runtime, "--data-dir", str(directory)], env=env))
         if demo:
-            children.append(subprocess.Popen([*base, "--runtime", "sim", "--fleet", str(DEMO_FLEET)], env=env))
+            children.append(subprocess.Popen([*base, "--runtime", "sim", "--fleet", str(DEMO_FLEET),
+                                              "--data-dir", str(directory)], env=env))
 
     threading.Thread(target=start_agents, daemon=True).start()
     if created:

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from coldplate.cli.join_tokens import join_tokens_app
 from coldplate.cli.output import api, console, pairs, show
 
 instances_app = typer.Typer(help="Create and manage GPU instances.", no_args_is_help=True)
@@ -270,5 +271,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(hostnodes_app, name="hostnodes")
     app.add_typer(projects_app, name="projects")
     app.add_typer(keys_app, name="keys")
+    app.add_typer(join_tokens_app, name="join-tokens")
     app.command("offers")(offers)
     app.command("gpu-types")(gpu_types)

@@ -131,8 +131,13 @@ class SshKey(Model):
 class JoinToken(Model):
     id: str
     name: str
-    token: str
     created_at: str
+    expires_at: str | None = None
+    max_uses: int | None = None
+    uses: int = 0
+    revoked_at: str | None = None
+    state: str = "active"  # active | expired | used_up | revoked
+    token: str | None = None  # only when created
 
 
 JSON = dict[str, Any]

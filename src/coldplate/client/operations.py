@@ -135,8 +135,22 @@ def delete_key(key_id: str) -> Op[None]:
     return Op("DELETE", f"/v1/keys/{key_id}", nothing)
 
 
-def create_join_token(name: str | None) -> Op[models.JoinToken]:
-    return Op("POST", "/v1/join-tokens", one(models.JoinToken), json=_clean({"name": name}))
+def create_join_token(name: str | None, expires_in_hours: float | None, expires_at: str | None,
+                      max_uses: int | None) -> Op[models.JoinToken]:
+    return Op("POST", "/v1/join-tokens", one(models.JoinToken), json=_clean({
+        "name": name, "expires_in_hours": expires_in_hours, "expires_at": expires_at, "max_uses": max_uses}))
+
+
+def list_join_tokens() -> Op[list[models.JoinToken]]:
+    return Op("GET", "/v1/join-tokens", many(models.JoinToken))
+
+
+def get_join_token(token_id: str) -> Op[models.JoinToken]:
+    return Op("GET", f"/v1/join-tokens/{token_id}", one(models.JoinToken))
+
+
+def revoke_join_token(token_id: str) -> Op[None]:
+    return Op("DELETE", f"/v1/join-tokens/{token_id}", nothing)
 
 
 def create_ssh_key(name: str, public_key: str) -> Op[models.SshKey]:

@@ -119,8 +119,19 @@ class Client:
     def delete_key(self, key_id: str) -> None:
         self._do(ops.delete_key(key_id))
 
-    def create_join_token(self, name: str | None = None) -> models.JoinToken:
-        return self._do(ops.create_join_token(name))
+    def create_join_token(self, name: str | None = None, *, expires_in_hours: float | None = None,
+                          expires_at: str | None = None, max_uses: int | None = None) -> models.JoinToken:
+        """A token for registering new hosts; its secret (`token`) is returned only here."""
+        return self._do(ops.create_join_token(name, expires_in_hours, expires_at, max_uses))
+
+    def list_join_tokens(self) -> list[models.JoinToken]:
+        return self._do(ops.list_join_tokens())
+
+    def get_join_token(self, token_id: str) -> models.JoinToken:
+        return self._do(ops.get_join_token(token_id))
+
+    def revoke_join_token(self, token_id: str) -> None:
+        self._do(ops.revoke_join_token(token_id))
 
     def create_ssh_key(self, name: str, public_key: str) -> models.SshKey:
         return self._do(ops.create_ssh_key(name, public_key))

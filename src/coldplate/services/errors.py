@@ -42,3 +42,9 @@ class Unauthorized(ServiceError):
 
 class ForbiddenScope(ServiceError):
     code = "forbidden_scope"
+
+
+class Forbidden(ServiceError):
+    """The caller is known but may not do this (e.g. take over another host's name)."""
+
+    code = "forbidden"

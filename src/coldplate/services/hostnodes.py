@@ -12,9 +12,9 @@ from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import catalog, pricing
 from coldplate.domain.lifecycle import ASSIGNED, Status
 from coldplate.ids import hash_secret, new_id, new_secret
-from coldplate.services import outbox
-from coldplate.services.errors import InvalidInput, InvalidState, NotFound, Unauthorized
-from coldplate.services.projects import ADMIN_PROJECT_ID, check_join_token
+from coldplate.services import join_tokens, outbox, projects
+from coldplate.services.errors import Forbidden, InvalidInput, InvalidState, NotFound, Unauthorized
+from coldplate.services.projects import ADMIN_PROJECT_ID
 
 ADMIN_STATUSES = ("online", "draining", "maintenance")
 
@@ -68,13 +68,35 @@ def _apply_spec(host: Hostnode, spec: HostSpec, gpu_slug: str, region: str) -> N
     host.gpus_free = host.gpu_count - len(host.gpus_used)
 
 
-def register(session: Session, *, clock: Clock, join_token: str, spec: HostSpec) -> tuple[Hostnode, str]:
-    """Register a host (or re-register one of the same name); returns it and a fresh agent token."""
-    check_join_token(session, secret=join_token)
-    gpu_slug, region = _resolve_spec(spec)
-    token = new_secret("cpa")
-    now = clock.now()
+def _is_admin(session: Session, secret: str) -> bool:
+    try:
+        return projects.authenticate(session, secret=secret).is_admin
+    except Unauthorized:
+        return False
+
+
+def register(session: Session, *, clock: Clock, spec: HostSpec, join_token: str | None,
+             credential: str | None) -> tuple[Hostnode, str]:
+    """Register a new host, or re-register an existing one; returns it and its agent token.
+
+    `credential` is the bearer the caller sent. A name nobody holds needs a join token (one use of
+    it) or an admin key. A registered name needs that host's own agent token, which stays valid (an
+    agent restarting with its token file), or an admin key, which issues a fresh token and so locks
+    out whoever held the old one (a reinstalled host that lost its file). A join token alone never
+    takes over a registered name: that was a way to hijack a live host and its tenants' secrets."""
     host = session.scalars(select(Hostnode).where(Hostnode.name == spec.name)).first()
+    own = host is not None and credential is not None and host.agent_token_hash == hash_secret(credential)
+    admin = not own and credential is not None and _is_admin(session, credential)
+    if host is not None and not (own or admin):
+        raise Forbidden(f"hostnode {spec.name!r} is already registered; re-registering it needs its own agent "
+                        "token (kept in the agent's data directory) or an admin key", param="name")
+    if host is None and not admin:
+        if join_token is None:
+            raise Unauthorized("a new hostnode needs a join token", param="join_token")
+        join_tokens.use(session, clock=clock, secret=join_token)
+    gpu_slug, region = _resolve_spec(spec)
+    token = credential if own and credential is not None else new_secret("cpa")
+    now = clock.now()
     if host is None:
         host = Hostnode(
             id=new_id("hn"), name=spec.name, status="online", created_at=now, gpus_used=[], ports_used=[],

@@ -1,4 +1,4 @@
-"""Projects, API keys, join tokens, and authentication of keys."""
+"""Projects, API keys, and authentication of keys (join tokens: services.join_tokens)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coldplate.clock import Clock
-from coldplate.db.tables import ApiKey, JoinToken, Project
+from coldplate.db.tables import ApiKey, Project
 from coldplate.ids import hash_secret, new_id, new_secret
 from coldplate.services.errors import InvalidInput, NotFound, Unauthorized
 
@@ -110,17 +110,3 @@ def authenticate(session: Session, *, secret: str) -> Principal:
         raise Unauthorized("unknown or revoked API key")
     return Principal(project_id=key.project_id, key_id=key.id, scopes=frozenset(key.scopes))
 
-
-def create_join_token(session: Session, *, clock: Clock, name: str) -> tuple[JoinToken, str]:
-    secret = new_secret("cpj")
-    token = JoinToken(id=new_id("jt"), name=name, token_hash=hash_secret(secret), created_at=clock.now())
-    session.add(token)
-    session.flush()
-    return token, secret
-
-
-def check_join_token(session: Session, *, secret: str) -> JoinToken:
-    token = session.scalars(select(JoinToken).where(JoinToken.token_hash == hash_secret(secret))).first()
-    if token is None:
-        raise Unauthorized("unknown join token")
-    return token
