@@ -11,14 +11,22 @@ from sqlalchemy.orm import Session
 from coldplate.clock import Clock, as_utc
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import catalog, pricing
-from coldplate.domain.lifecycle import ASSIGNED, HOLDS_DISK, Status
+from coldplate.domain.lifecycle import (
+    ADMIN_HOST_STATUSES,
+    ASSIGNED,
+    HOLDS_DISK,
+    WATCHED_HOST_STATUSES,
+    HostStatus,
+    Status,
+    host_change_allowed,
+)
 from coldplate.ids import hash_secret, new_id, new_secret
 from coldplate.services import outbox
 from coldplate.services.capacity import bump_assignments
 from coldplate.services.errors import InvalidInput, InvalidState, NotFound, Unauthorized
 from coldplate.services.projects import ADMIN_PROJECT_ID, check_join_token
 
-ADMIN_STATUSES = ("online", "draining", "maintenance")
+ADMIN_STATUSES = tuple(s.value for s in ADMIN_HOST_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -79,12 +87,12 @@ def register(session: Session, *, clock: Clock, join_token: str, spec: HostSpec)
     host = session.scalars(select(Hostnode).where(Hostnode.name == spec.name)).first()
     if host is None:
         host = Hostnode(
-            id=new_id("hn"), name=spec.name, status="online", created_at=now, gpus_used=[], ports_used=[],
-            vcpus_used=0, memory_gb_used=0, disk_gb_used=0, generation=0, assignment_version=0,
+            id=new_id("hn"), name=spec.name, status=HostStatus.ONLINE.value, created_at=now, gpus_used=[],
+            ports_used=[], vcpus_used=0, memory_gb_used=0, disk_gb_used=0, generation=0, assignment_version=0,
         )
         session.add(host)
-    elif host.status == "offline":
-        host.status = "online"
+    elif host.status == HostStatus.OFFLINE:
+        _set_status(host, HostStatus.ONLINE, by_agent=True)
     _apply_spec(host, spec, gpu_slug, region)
     host.agent_token_hash = hash_secret(token)
     host.last_heartbeat_at = now
@@ -93,6 +101,15 @@ def register(session: Session, *, clock: Clock, join_token: str, spec: HostSpec)
     outbox.record(session, clock=clock, project_id=ADMIN_PROJECT_ID, type="hostnode.registered",
                   data={"hostnode_id": host.id, "name": host.name})
     return host, token
+
+
+def _set_status(host: Hostnode, target: HostStatus, *, by_agent: bool) -> None:
+    """The one place a hostnode's status changes after an admin's check: the table in domain/lifecycle."""
+    current = HostStatus(host.status)
+    if not host_change_allowed(current, target, by_agent=by_agent):
+        hint = "; an offline hostnode comes online when its agent heartbeats" if target is HostStatus.ONLINE else ""
+        raise InvalidState(f"hostnode {host.id} is {current}; it cannot become {target}{hint}", param="status")
+    host.status = target.value
 
 
 def authenticate_agent(session: Session, *, token: str) -> Hostnode:
@@ -104,8 +121,8 @@ def authenticate_agent(session: Session, *, token: str) -> Hostnode:
 
 def heartbeat(session: Session, *, clock: Clock, host: Hostnode) -> Hostnode:
     host.last_heartbeat_at = clock.now()
-    if host.status == "offline":
-        host.status = "online"
+    if host.status == HostStatus.OFFLINE:
+        _set_status(host, HostStatus.ONLINE, by_agent=True)
         host.offline_since = None
         outbox.record(session, clock=clock, project_id=ADMIN_PROJECT_ID, type="hostnode.online",
                       data={"hostnode_id": host.id})
@@ -130,9 +147,7 @@ def update_hostnode(session: Session, *, clock: Clock, host_id: str, status: str
     if status is not None:
         if status not in ADMIN_STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(ADMIN_STATUSES)}", param="status")
-        if host.status == "offline" and status == "online":
-            raise InvalidState("an offline hostnode comes online when its agent heartbeats", param="status")
-        host.status = status
+        _set_status(host, HostStatus(status), by_agent=False)
     if prices_micros:
         for field, micros in prices_micros.items():
             setattr(host, _PRICE_COLUMNS[field], micros)
@@ -165,11 +180,12 @@ def mark_silent_offline(session: Session, *, clock: Clock) -> list[str]:
     """Online hosts whose heartbeat is older than their timeout go offline."""
     now = clock.now()
     gone: list[str] = []
-    query = select(Hostnode).where(Hostnode.status.in_(ADMIN_STATUSES)).with_for_update(skip_locked=True)
+    watched = [s.value for s in WATCHED_HOST_STATUSES]
+    query = select(Hostnode).where(Hostnode.status.in_(watched)).with_for_update(skip_locked=True)
     for host in session.scalars(query):
         last = as_utc(host.last_heartbeat_at) if host.last_heartbeat_at else as_utc(host.created_at)
         if now - last > timedelta(seconds=host.heartbeat_timeout_s):
-            host.status = "offline"
+            _set_status(host, HostStatus.OFFLINE, by_agent=True)
             host.offline_since = now
             outbox.record(session, clock=clock, project_id=ADMIN_PROJECT_ID, type="hostnode.offline",
                           data={"hostnode_id": host.id})
@@ -184,7 +200,7 @@ def lost_instances(session: Session, *, clock: Clock, grace_seconds: float) -> l
     cutoff = clock.now() - timedelta(seconds=grace_seconds)
     return list(session.scalars(
         select(Instance).join(Hostnode, Instance.hostnode_id == Hostnode.id)
-        .where(Hostnode.status == "offline", Hostnode.offline_since <= cutoff,
+        .where(Hostnode.status == HostStatus.OFFLINE.value, Hostnode.offline_since <= cutoff,
                Instance.status.in_([s.value for s in HOLDS_DISK]))
         .with_for_update(of=Instance, skip_locked=True)
     ))

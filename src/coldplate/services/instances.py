@@ -184,7 +184,7 @@ def _insert(session: Session, *, clock: Clock, project_id: str, req: InstanceReq
         cloud_init=req.cloud_init, ssh_port=ssh_port, labels=dict(req.labels), spot=req.spot,
         max_price_micros=req.max_price_micros, price_micros=price, max_hours=req.max_hours,
         grace_seconds=60, force=False, ip=None, created_at=now, updated_at=now,
-        expires_at=_expiry(now, req),
+        expires_at=_expiry(now, req), version=1,
     )
     try:  # a Core insert: the ORM's unit of work costs more than the rest of the placement
         session.connection().execute(INSERT_INSTANCE, values)
@@ -232,16 +232,28 @@ def _no_capacity_detail(session: Session, gpu: catalog.GpuType, count: int, regi
     return f"no capacity for {wanted}{price}; largest free on one node: " + ", ".join(offers[:8])
 
 
-def get(session: Session, *, project_id: str | None, ref: str) -> Instance:
-    """By id or by the name of a live instance; `project_id` None means any project (admin)."""
+def get(session: Session, *, project_id: str | None, ref: str, for_update: bool = False) -> Instance:
+    """By id or by the name of a live instance; `project_id` None means any project (admin).
+
+    `for_update`: a writer's read. The row is locked (PostgreSQL; SQLite's writers are serialised
+    already) and read fresh, before any hostnode is touched: instance before hostnode is the one lock
+    order, so two writers of one instance queue instead of deadlocking or undoing each other."""
     query = select(Instance).where(or_(Instance.id == ref,
                                        and_(Instance.name == ref, Instance.status != Status.TERMINATED.value)))
     if project_id is not None:
         query = query.where(Instance.project_id == project_id)
-    inst = session.scalars(query.order_by(Instance.created_at.desc())).first()
+    query = query.order_by(Instance.created_at.desc()).limit(1)
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    inst = session.scalars(query).first()
     if inst is None:
         raise NotFound(f"instance {ref} not found", param="id")
     return inst
+
+
+def lock(session: Session, instance_id: str) -> Instance | None:
+    """The instance with id `instance_id`, locked and read fresh (see `get`), or None."""
+    return session.get(Instance, instance_id, with_for_update=True, populate_existing=True)
 
 
 def list_page(session: Session, *, project_id: str | None, statuses: list[str] | None,
