@@ -73,6 +73,14 @@ def action_allowed(action: str, current: Status) -> bool:
     return current in ACTION_SOURCES[action]
 
 
+# --- What a failure does ---------------------------------------------------------------------------
+# Whoever fails an instance (its agent, the host-lost loop): once a terminate was acknowledged the
+# instance ends terminated; the failure is recorded on it, but it does not undo what was answered.
+FAILURE_ENDS: dict[Desired, Status] = {
+    Desired.RUNNING: S.FAILED, Desired.STOPPED: S.FAILED, Desired.TERMINATED: S.TERMINATED,
+}
+
+
 # --- What an agent's report does -----------------------------------------------------------------
 # The agent says what it observed; what the instance becomes also depends on what was asked of it.
 # The first rule that matches decides; a report no rule names moves the instance to what was reported.
@@ -97,8 +105,6 @@ class ReportRule:
 
 
 REPORT_RULES: tuple[ReportRule, ...] = (
-    ReportRule(S.FAILED, S.TERMINATED, desired=Desired.TERMINATED,
-               why="a terminate was acknowledged: the failure is recorded, the instance still ends terminated"),
     ReportRule(S.FAILED, S.FAILED, reason="failed", why="the workload could not start or run"),
     ReportRule(S.STOPPED, S.TERMINATED, desired=Desired.TERMINATED,
                why="the agent stopped it and we asked for more: it is deleted next"),
