@@ -44,12 +44,15 @@ def register(body: RegisterIn, request: Request) -> dict[str, Any]:
 @router.post("/heartbeat")
 def heartbeat(body: HeartbeatIn, request: Request, host: Hostnode = Depends(agent_host)) -> dict[str, Any]:
     app = state(request)
-    with app.tx() as session:
+
+    def beat(session: Session) -> dict[str, Any]:
         current = hostnodes.get_hostnode(session, host.id)
         hostnodes.heartbeat(session, clock=app.clock, host=current)
         metrics.record(session, clock=app.clock, host=current,
                        samples=[(m.instance_id, m.values) for m in body.metrics])
         return {"status": current.status, "server_time": isoformat(app.clock.now())}
+
+    return app.transact(beat)
 
 
 def _assignment(inst: Instance) -> dict[str, Any]:

@@ -237,14 +237,15 @@ def get(session: Session, *, project_id: str | None, ref: str, for_update: bool 
 
     `for_update`: a writer's read. The row is locked (PostgreSQL; SQLite's writers are serialised
     already) and read fresh, before any hostnode is touched: instance before hostnode is the one lock
-    order, so two writers of one instance queue instead of deadlocking or undoing each other."""
+    order, so two writers of one instance queue instead of deadlocking or undoing each other.
+    FOR NO KEY UPDATE (`key_share`): rows that only point at the instance (agent tasks) are not held up."""
     query = select(Instance).where(or_(Instance.id == ref,
                                        and_(Instance.name == ref, Instance.status != Status.TERMINATED.value)))
     if project_id is not None:
         query = query.where(Instance.project_id == project_id)
     query = query.order_by(Instance.created_at.desc()).limit(1)
     if for_update:
-        query = query.with_for_update().execution_options(populate_existing=True)
+        query = query.with_for_update(key_share=True).execution_options(populate_existing=True)
     inst = session.scalars(query).first()
     if inst is None:
         raise NotFound(f"instance {ref} not found", param="id")
@@ -253,7 +254,7 @@ def get(session: Session, *, project_id: str | None, ref: str, for_update: bool 
 
 def lock(session: Session, instance_id: str) -> Instance | None:
     """The instance with id `instance_id`, locked and read fresh (see `get`), or None."""
-    return session.get(Instance, instance_id, with_for_update=True, populate_existing=True)
+    return session.get(Instance, instance_id, with_for_update={"key_share": True}, populate_existing=True)
 
 
 def list_page(session: Session, *, project_id: str | None, statuses: list[str] | None,
