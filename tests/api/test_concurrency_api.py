@@ -82,3 +82,18 @@ def test_terminate_racing_a_failure_report_ends_terminated(client: TestClient, f
         inst = client.get(f"/v1/instances/{iid}", headers=auth(project_key)).json()
         assert inst["status"] == "terminated", inst
     assert client.get(f"/v1/hostnodes/{host}").json()["gpus_free"] == 8
+
+
+def test_concurrent_renames_to_one_name_one_wins_the_other_is_name_taken(client: TestClient, fleet: Fleet,
+                                                                         project_key: str) -> None:
+    fleet.host("h1", count=8)
+    for trial in range(4):
+        a, b = create(client, project_key, f"a{trial}"), create(client, project_key, f"b{trial}")
+        responses = at_once([
+            lambda: client.patch(f"/v1/instances/{a}", json={"name": f"same{trial}"},  # noqa: B023
+                                 headers=auth(project_key)),
+            lambda: client.patch(f"/v1/instances/{b}", json={"name": f"same{trial}"},  # noqa: B023
+                                 headers=auth(project_key)),
+        ])
+        assert sorted(r.status_code for r in responses) == [200, 409], [r.text for r in responses]
+        assert [r.json()["code"] for r in responses if r.status_code == 409] == ["name_taken"]

@@ -304,7 +304,10 @@ def update(session: Session, *, clock: Clock, inst: Instance, name: str | None,
     if labels is not None:
         inst.labels = dict(labels)
     inst.updated_at = clock.now()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent rename or create took the name after our check
+        raise NameTaken(f"an instance named {name!r} already exists", param="name") from exc
     outbox.record(session, clock=clock, project_id=inst.project_id, instance_id=inst.id, type="instance.updated",
                   data={"name": inst.name, "labels": inst.labels})
-    session.flush()
     return inst
