@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain.lifecycle import AgentAction, Busy, Desired, Status, plan
@@ -199,7 +200,7 @@ class Racer:
         self._finish_drains(host_id)
         result.violations += [f"{o.writer}: {o.result}" for o in result.outcomes if o.result.startswith("error:")]
         with self.state.read() as session:
-            ids = [i.id for i in session.query(Instance).filter(Instance.hostnode_id == host_id)]
+            ids = list(session.scalars(select(Instance.id).where(Instance.hostnode_id == host_id)))
             result.violations += allocation_violations(session, [host_id])
             result.violations += chain_violations(session, ids)
             result.violations += ack_violations(session, acks)
