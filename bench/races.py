@@ -1,6 +1,6 @@
 """Soak of the lifecycle race suite: every pair of writers, many trials, invariants after each.
 
-    python bench/races.py [--seconds 60] [--db sqlite,postgresql]
+    python bench/races.py [--seconds 30] [--db sqlite,postgresql]
 
 The same trials as tests/services/test_lifecycle_races.py (tests/races.py drives them, through the
 app's HTTP API with real threads), round-robin over every pair and each of its starting states until
@@ -86,7 +86,7 @@ def soak(kind: str, seconds: float) -> tuple[Counter[str], Counter[str], list[st
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=60, help="per database")
+    parser.add_argument("--seconds", type=float, default=30, help="per database")
     parser.add_argument("--db", default="sqlite,postgresql")
     args = parser.parse_args()
     kinds = [k for k in args.db.split(",") if k == "sqlite" or os.environ.get("COLDPLATE_TEST_POSTGRES_URL")]

@@ -81,12 +81,13 @@ class Ack:
     """An action that was answered as done: it must have taken effect."""
 
     instance_id: str
-    action: str  # stop | start | restart | terminate | expire | host_lost
+    action: str  # create | stop | start | restart | terminate | expire | host_lost
 
 
 # Where an instance may end (after the agent finished every drain) once each action was acknowledged.
 # A later acknowledged action may take it further; a failure reported meanwhile ends a stop, never a terminate.
 ACK_ENDS: dict[str, frozenset[str]] = {
+    "create": frozenset({"provisioning"}),  # no writer in a trial touches the instances it creates
     "terminate": frozenset({"terminated"}),
     "expire": frozenset({"terminated"}),
     "stop": frozenset({"stopped", "terminated", "failed"}),

@@ -1,9 +1,10 @@
 """Races between every pair of lifecycle writers on one instance, through the real HTTP API.
 
-One trial: a fresh 2-GPU host and an instance on it brought to a starting status; COPIES threads per
-writer start at one barrier (user actions and agent reports through the app, each request its own
-session; the loops' service calls in transactions of their own, as the loops make them); then the
-agent finishes every drain (as `domain.lifecycle.plan` says) and the invariants are checked.
+One trial: a fresh 2-GPU host and an instance on it brought to a starting status (set up through
+the services in one transaction); COPIES threads per writer start at one barrier (user actions
+and agent reports through the app, each request its own session; the loops' service calls in
+transactions of their own, as the loops make them); then the agent finishes every drain (as
+`domain.lifecycle.plan` says) and the invariants are checked.
 Used by tests/services/test_lifecycle_races.py and, for longer, bench/races.py."""
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain.lifecycle import AgentAction, Busy, Desired, Status, plan
-from coldplate.services import actions
+from coldplate.services import actions, hostnodes, instances, projects
+from coldplate.services.hostnodes import HostSpec
+from coldplate.services.instances import InstanceRequest
 from coldplate.state import AppState
 from tests.invariants import Ack, ack_violations, allocation_violations, chain_violations
 
@@ -30,6 +34,7 @@ USER_ACTIONS = ("create", "stop", "start", "restart", "terminate")
 AGENT_REPORTS = ("starting", "ready", "stopped", "failed", "terminated")
 LOOP_CALLS = ("expire", "host_lost")
 WRITERS = USER_ACTIONS + AGENT_REPORTS + LOOP_CALLS
+ACKNOWLEDGED = USER_ACTIONS + LOOP_CALLS  # what must have taken effect once answered (tests/invariants.py)
 # Starting states that make each writer's move a legal one (the race then decides who wins).
 # "draining" is a stop in progress, "terminating" a terminate in progress.
 NATURAL: dict[str, tuple[str, ...]] = {
@@ -79,19 +84,25 @@ class Racer:
     def __init__(self, client: TestClient, state: AppState, user_headers: dict[str, str]) -> None:
         self.client, self.state, self.user = client, state, user_headers
         self.join_token = client.post("/v1/join-tokens", json={"name": "races"}).json()["token"]
+        self.project_id = self._project_id(user_headers)
         self.count = 0
         self.agent: dict[str, dict[str, str]] = {}
 
-    def _host(self) -> str:
+    def _project_id(self, headers: dict[str, str]) -> str:
+        with self.state.read() as session:
+            principal = projects.authenticate(session, secret=headers["Authorization"].removeprefix("Bearer "))
+            return principal.project_id
+
+    def _host(self, session: Session) -> str:
         self.count += 1
         ports = 30000 + self.count * 10
-        body = {"join_token": self.join_token, "name": f"race-{self.count}", "region": "eu",
-                "location": {"city": "Berlin", "country": "DE"}, "gpu": {"model": "H100", "count": 2},
-                "vcpus": 32, "memory_gb": 256, "disk_gb": 2000, "port_range": [ports, ports + 9],
-                "prices": {"gpu_per_hour": "2.00", "spot_gpu_per_hour": "1.00"}}
-        data = self.client.post("/v1/agent/register", json=body).json()
-        self.agent[data["hostnode_id"]] = {"Authorization": f"Bearer {data['agent_token']}"}
-        return str(data["hostnode_id"])
+        spec = HostSpec(name=f"race-{self.count}", region="eu", city="Berlin", country="DE", address="10.0.0.1",
+                        gpu_model="H100", gpu_count=2, gpu_memory_mb=0, gpu_uuids=[], vcpus=32, memory_gb=256,
+                        disk_gb=2000, port_lo=ports, port_hi=ports + 9,
+                        prices_micros={"gpu_per_hour": 2_000_000, "spot_gpu_per_hour": 1_000_000})
+        host, token = hostnodes.register(session, clock=self.state.clock, join_token=self.join_token, spec=spec)
+        self.agent[host.id] = {"Authorization": f"Bearer {token}"}
+        return host.id
 
     def _create(self, host_id: str, name: str) -> Any:
         return self.client.post("/v1/instances", headers=self.user,
@@ -103,18 +114,24 @@ class Racer:
                                 json={"status": status, **extra})
 
     def _setup(self, start: str) -> tuple[str, str]:
-        host_id = self._host()
-        response = self._create(host_id, f"subject-{self.count}")
-        assert response.status_code == 201, response.text
-        instance_id = str(response.json()["id"])
-        for step in PATHS[start]:
-            kind, what = step.split(":")
-            if kind == "r":
-                r = self._report(host_id, instance_id, what)
-            else:
-                r = self.client.post(f"/v1/instances/{instance_id}/{what}", headers=self.user)
-            assert r.status_code == 200, r.text
-        return host_id, instance_id
+        """A fresh host and an instance on it brought to `start`, in one transaction through the
+        services (the setup is not what is raced; the moves after it go through the API)."""
+        clock = self.state.clock
+        with self.state.tx() as session:
+            host_id = self._host(session)
+            inst = instances.create(session, clock=clock, project_id=self.project_id,
+                                    req=InstanceRequest(name=f"subject-{self.count}", gpu="h100",
+                                                        hostnode_id=host_id))
+            host = hostnodes.get_hostnode(session, host_id)
+            for step in PATHS[start]:
+                kind, what = step.split(":")
+                if kind == "r":
+                    actions.report(session, clock=clock, host=host, inst=inst, status=Status(what))
+                elif what == "stop":
+                    actions.stop(session, clock=clock, inst=inst)
+                else:
+                    actions.terminate(session, clock=clock, inst=inst)
+            return host_id, inst.id
 
     def _prepare_loops(self, pair: tuple[str, str], host_id: str, instance_id: str) -> None:
         """The loops' preconditions, set in the database as time passing would: a reservation run out,
@@ -137,7 +154,7 @@ class Racer:
             if response.status_code >= 500:
                 return f"error:{response.status_code} {response.text[:200]}", None
             if response.status_code < 300:
-                return "ok", instance_id
+                return "ok", str(response.json()["id"]) if writer == "create" else instance_id
             return str(response.json().get("code")), None
 
         if writer == "create":
@@ -189,7 +206,7 @@ class Racer:
                 outcome, acked = f"error:{exc!r}", None
             with lock:
                 result.outcomes.append(Outcome(writer, outcome))
-                if acked is not None and writer in ("stop", "start", "restart", "terminate", "expire", "host_lost"):
+                if acked is not None and writer in ACKNOWLEDGED:
                     acks.append(Ack(acked, writer))
 
         threads = [threading.Thread(target=run, args=move) for move in moves]
