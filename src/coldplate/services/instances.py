@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from coldplate.clock import Clock
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import catalog, placement, pricing
-from coldplate.domain.lifecycle import Desired, Status
+from coldplate.domain.lifecycle import Desired, HostStatus, Status
 from coldplate.ids import new_id
 from coldplate.services import capacity, outbox, ssh_keys
 from coldplate.services.capacity import HOSTNODES, HostRow
@@ -111,7 +111,7 @@ def _candidate_query(*, by_region: bool, by_host: bool, spot: bool, limit: int) 
     must see fresh values anyway."""
     h = HOSTNODES.c
     columns = [c for c in HOSTNODES.c if c.name not in UNREAD_BY_PLACEMENT]
-    query = select(*columns).where(h.status == "online", h.gpu_type == bindparam("gpu_slug"),
+    query = select(*columns).where(h.status == HostStatus.ONLINE.value, h.gpu_type == bindparam("gpu_slug"),
                                    h.gpus_free >= bindparam("gpu_count"))
     if by_region:
         query = query.where(h.region == bindparam("region"))
@@ -221,7 +221,7 @@ def _no_capacity_detail(session: Session, gpu: catalog.GpuType, count: int, regi
         return f"no capacity for {wanted}: {hosts} lack {short[0]}"
     rows = session.execute(
         select(Hostnode.gpu_type, Hostnode.region, func.max(Hostnode.gpus_free))
-        .where(Hostnode.status == "online", Hostnode.gpus_free > 0)
+        .where(Hostnode.status == HostStatus.ONLINE.value, Hostnode.gpus_free > 0)
         .group_by(Hostnode.gpu_type, Hostnode.region).order_by(Hostnode.gpu_type, Hostnode.region)
     ).all()
     offers = [f"{n}x {g} in {r}" for g, r, n in rows if g == gpu.slug] + \
