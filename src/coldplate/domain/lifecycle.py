@@ -105,7 +105,8 @@ class ReportRule:
 
 
 REPORT_RULES: tuple[ReportRule, ...] = (
-    ReportRule(S.FAILED, S.FAILED, reason="failed", why="the workload could not start or run"),
+    ReportRule(S.FAILED, S.FAILED, reason="failed",
+               why="the workload could not start or run (FAILURE_ENDS: terminated if a terminate was asked)"),
     ReportRule(S.STOPPED, S.TERMINATED, desired=Desired.TERMINATED,
                why="the agent stopped it and we asked for more: it is deleted next"),
     ReportRule(S.STOPPED, S.STOPPED, current=frozenset({S.READY}), reason="exited", set_desired=Desired.STOPPED,
