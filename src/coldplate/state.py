@@ -4,17 +4,38 @@ Shared by the API and the loops, so neither imports the other."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from coldplate.clock import Clock
 from coldplate.db.engine import READ_ONLY
 from coldplate.services import signals
+from coldplate.services.errors import Conflict
 from coldplate.wakeups import Signals
+
+T = TypeVar("T")
+TRANSACT_ATTEMPTS = 12
+# PostgreSQL: serialization_failure, deadlock_detected, lock_not_available.
+RETRY_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def retriable(exc: BaseException) -> bool:
+    """A failure another attempt in a fresh transaction can get past: a lost compare-and-set, a
+    deadlock or serialization failure, a lock that was not available (SQLite: the database was busy)."""
+    if isinstance(exc, Conflict | StaleDataError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return getattr(exc.orig, "sqlstate", None) in RETRY_SQLSTATES or "database is locked" in str(exc.orig)
+    return False
 
 
 @dataclass
@@ -48,6 +69,21 @@ class AppState:
         """One transaction: commit on success, roll back on any error."""
         with self.sessions() as session, session.begin():
             yield session
+
+    def transact(self, fn: Callable[[Session], T], *, attempts: int = TRANSACT_ATTEMPTS) -> T:
+        """Run `fn` in a transaction and commit; if it (or the commit) fails for a reason a retry can
+        get past (see `retriable`), run it again in a fresh one after a short random pause, so that
+        writers which collided do not collide again in step. Every writer of instances and hostnodes
+        in the API goes through here: a deadlock is a retry, never a 500."""
+        for attempt in range(attempts):
+            try:
+                with self.tx() as session:
+                    return fn(session)
+            except Exception as exc:
+                if attempt == attempts - 1 or not retriable(exc):
+                    raise
+            time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))  # backoff, not business time
+        raise AssertionError("unreachable")
 
     @contextmanager
     def read(self) -> Iterator[Session]:

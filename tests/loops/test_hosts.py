@@ -54,10 +54,15 @@ def test_a_silent_host_goes_offline_once_and_its_instances_fail_after_the_grace(
     world.heartbeat(alive)
     assert hosts.run_once(state) == (0, 3)  # running, stopped and draining: all held something there
     assert hosts.run_once(state) == (0, 0)
-    for iid in (running, stopped, draining):
+    for iid in (running, stopped):
         inst = world.get(iid)
         assert (inst.status, inst.status_reason, inst.lease_owner) == ("failed", "host_lost", None)
-    assert world.count(lambda e: e.instance_id, reason="host_lost") == dict.fromkeys([running, stopped, draining], 1)
+    # its terminate was acknowledged: the loss ends it terminated, as asked, with the failure recorded
+    # (domain/lifecycle.FAILURE_ENDS)
+    inst = world.get(draining)
+    assert (inst.status, inst.status_reason, inst.lease_owner) == ("terminated", "user", None)
+    assert inst.failure_reason is not None and "host stopped answering" in inst.failure_reason
+    assert world.count(lambda e: e.instance_id, reason="host_lost") == dict.fromkeys([running, stopped], 1)
     assert world.get(elsewhere).status == "provisioning"
     with state.read() as session:
         host = hostnodes.get_hostnode(session, lost)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from coldplate.agent.credentials import TokenStore
 from coldplate.agent.retention import WorkspaceRetention
 from coldplate.agent.runtimes.base import Assignment, Runtime, RuntimeFailure
 from coldplate.agent.ssh import SshGateway
+from coldplate.domain.lifecycle import AgentAction, Busy, Desired, Status, plan
 
 log = logging.getLogger(__name__)
 REPORT_ATTEMPTS = 5
@@ -228,29 +229,36 @@ class Agent:
 
     def _converge(self, spec: Assignment) -> None:
         """Start one task per instance that needs work; an instance never has two at once."""
-        work = None
         self._gpu_indices[spec.instance_id] = spec.gpu_indices
-        if spec.desired == "running" and spec.status in ("provisioning", "starting"):
-            # `starting` with nothing in flight: our `ready` report was lost (or we restarted); start is
-            # idempotent in every runtime, so start again and report again.
-            work = self._start(spec)
-        elif spec.status == "draining" and spec.desired in ("stopped", "running"):
-            work = self._stop(spec, delete=False)
-        elif spec.status == "draining" and spec.desired == "terminated":
-            work = self._stop(spec, delete=True)
         ssh_missing = self.ssh is not None and spec.instance_id not in self.ssh.servers
-        if work is None and spec.status == "ready" and ssh_missing:
-            work = self._open_ssh(spec)  # after an agent restart the workload runs on, its endpoint does not
+        step = plan(Status(spec.status), Desired(spec.desired), None, self._busy_with(spec.instance_id),
+                    ssh_missing=ssh_missing)
+        work = self._work(step.action, spec)
         if work is None:
             return
-        busy = self._busy.get(spec.instance_id)
-        if busy is not None:
-            if spec.status != "draining" or spec.instance_id not in self._starting:
-                work.close()
-                return
-            busy.cancel()  # a stop or terminate wins over a start still booting (a long cloud-init)
+        if step.cancel_busy:  # a stop or terminate wins over a start still booting (a long cloud-init)
+            busy = self._busy[spec.instance_id]
+            busy.cancel()
             work = self._after(busy, work)
         self._track(spec.instance_id, work)
+
+    def _busy_with(self, instance_id: str) -> Busy:
+        if instance_id not in self._busy:
+            return Busy.IDLE
+        return Busy.STARTING if instance_id in self._starting else Busy.WORKING
+
+    def _work(self, action: AgentAction, spec: Assignment) -> Coroutine[Any, Any, None] | None:
+        if action is AgentAction.START:
+            return self._start(spec)
+        if action is AgentAction.STOP:
+            return self._stop(spec, delete=False)
+        if action is AgentAction.TERMINATE:
+            return self._stop(spec, delete=True)
+        if action is AgentAction.OPEN_SSH:
+            return self._open_ssh(spec)
+        if action is AgentAction.REPORT_EXITED:
+            return self._exited(spec)
+        return None
 
     def _track(self, instance_id: str, work: Any) -> None:
         """Run `work` as the one task in flight for this instance."""
@@ -263,8 +271,9 @@ class Agent:
         ended by itself: report it stopped with its exit status. (Only this agent moves a ready
         instance anywhere else, always through a task in `_busy`, so a stale `ready` is not a risk.)"""
         for spec in list((self._assigned or {}).values()):
-            gone = spec.status == "ready" and spec.desired == "running" and spec.instance_id not in running
-            if gone and spec.instance_id not in self._busy:
+            step = plan(Status(spec.status), Desired(spec.desired), spec.instance_id in running,
+                        self._busy_with(spec.instance_id))
+            if step.action is AgentAction.REPORT_EXITED:
                 self._track(spec.instance_id, self._exited(spec))
 
     def _remove_unassigned(self, running: set[str]) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from coldplate.api.auth import agent_host, optional_bearer, state
 from coldplate.api.problems import ApiProblem
@@ -15,7 +16,7 @@ from coldplate.clock import isoformat
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import pricing
 from coldplate.domain.lifecycle import Status
-from coldplate.services import actions, agent_tasks, hostnodes, metrics
+from coldplate.services import actions, agent_tasks, hostnodes, instances, metrics
 from coldplate.services.hostnodes import HostSpec
 
 router = APIRouter(prefix="/v1/agent")
@@ -44,12 +45,15 @@ def register(body: RegisterIn, request: Request, credential: str | None = Depend
 @router.post("/heartbeat")
 def heartbeat(body: HeartbeatIn, request: Request, host: Hostnode = Depends(agent_host)) -> dict[str, Any]:
     app = state(request)
-    with app.tx() as session:
+
+    def beat(session: Session) -> dict[str, Any]:
         current = hostnodes.get_hostnode(session, host.id)
         hostnodes.heartbeat(session, clock=app.clock, host=current)
         metrics.record(session, clock=app.clock, host=current,
                        samples=[(m.instance_id, m.values) for m in body.metrics])
         return {"status": current.status, "server_time": isoformat(app.clock.now())}
+
+    return app.transact(beat)
 
 
 def _assignment(inst: Instance) -> dict[str, Any]:
@@ -97,14 +101,17 @@ async def assignments(request: Request, host: Hostnode = Depends(agent_host),
 def transition(instance_id: str, body: TransitionIn, request: Request,
                host: Hostnode = Depends(agent_host)) -> dict[str, Any]:
     app = state(request)
-    with app.tx() as session:
-        inst = session.get(Instance, instance_id)
+
+    def report(session: Session) -> dict[str, Any]:
+        inst = instances.lock(session, instance_id)  # instance before hostnode: the one lock order
         if inst is None or inst.hostnode_id != host.id:
             raise ApiProblem(404, "not_found", f"instance {instance_id} is not on this hostnode", param="instance_id")
         current = hostnodes.get_hostnode(session, host.id)
         actions.report(session, clock=app.clock, host=current, inst=inst, status=Status(body.status),
                        failure_reason=body.failure_reason, exit_code=body.exit_code, exit_message=body.exit_message)
         return {"status": inst.status}
+
+    return app.transact(report)
 
 
 @router.post("/tasks/{task_id}/result")

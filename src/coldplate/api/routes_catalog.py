@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
 
 from coldplate.api.auth import require, state
 from coldplate.api.problems import ApiProblem
@@ -83,7 +84,10 @@ def get_hostnode(host_id: str, request: Request, _: Principal = Depends(reader))
 def patch_hostnode(host_id: str, body: HostnodePatch, request: Request,
                    _: Principal = Depends(require("admin"))) -> dict[str, Any]:
     app = state(request)
-    with app.tx() as session:
+
+    def patch(session: Session) -> dict[str, Any]:
         host = hostnodes.update_hostnode(session, clock=app.clock, host_id=host_id, status=body.status,
                                          prices_micros=body.prices.micros() if body.prices else None)
         return hostnode_view(host)
+
+    return app.transact(patch)

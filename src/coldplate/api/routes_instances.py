@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from coldplate.api.auth import require, scoped_project, state
 from coldplate.api.problems import ApiProblem
@@ -43,25 +43,23 @@ def create_instance(body: InstanceCreate, request: Request, principal: Principal
                     idempotency_key: str | None = Header(default=None, max_length=255)) -> JSONResponse:
     app = state(request)
     digest = idempotency.request_hash(body.model_dump(mode="json"))
-    for attempt in range(2):
-        try:
-            with app.tx() as session:
-                if idempotency_key:
-                    record = idempotency.replay(session, project_id=principal.project_id, key=idempotency_key,
-                                                digest=digest)
-                    if record is not None:
-                        return JSONResponse(record.body, status_code=record.status_code)
-                inst = instances.create(session, clock=app.clock, project_id=principal.project_id,
-                                        req=_request(body))
-                view = instance_view(inst)
-                if idempotency_key:
-                    idempotency.remember(session, clock=app.clock, project_id=principal.project_id,
-                                         key=idempotency_key, digest=digest, status_code=201, body=view)
-            return JSONResponse(view, status_code=201)
-        except IntegrityError:
-            if attempt == 1 or not idempotency_key:
-                raise  # a concurrent retry with the same key raced us; the replay above answers it
-    raise AssertionError("unreachable")
+
+    def create(session: Session) -> JSONResponse:
+        record = None
+        if idempotency_key:
+            replayed = idempotency.replay(session, project_id=principal.project_id, key=idempotency_key,
+                                          digest=digest)
+            if replayed is not None:
+                return JSONResponse(replayed.body, status_code=replayed.status_code)
+            record = idempotency.claim(session, clock=app.clock, project_id=principal.project_id,
+                                       key=idempotency_key, digest=digest)
+        inst = instances.create(session, clock=app.clock, project_id=principal.project_id, req=_request(body))
+        view = instance_view(inst)
+        if record is not None:
+            idempotency.remember(session, record=record, status_code=201, body=view)
+        return JSONResponse(view, status_code=201)
+
+    return app.transact(create)
 
 
 @router.get("")
@@ -95,17 +93,21 @@ def get_instance(ref: str, request: Request, principal: Principal = Depends(read
 def update_instance(ref: str, body: InstanceUpdate, request: Request,
                     principal: Principal = Depends(writer)) -> dict[str, Any]:
     app = state(request)
-    with app.tx() as session:
-        inst = instances.get(session, project_id=scoped_project(principal), ref=ref)
+
+    def update(session: Session) -> dict[str, Any]:
+        inst = instances.get(session, project_id=scoped_project(principal), ref=ref, for_update=True)
         return instance_view(instances.update(session, clock=app.clock, inst=inst, name=body.name,
                                               labels=body.labels))
+
+    return app.transact(update)
 
 
 def _act(request: Request, principal: Principal, ref: str, action: str, body: ActionIn | None) -> dict[str, Any]:
     app = state(request)
     args = body or ActionIn()
-    with app.tx() as session:
-        inst = instances.get(session, project_id=scoped_project(principal), ref=ref)
+
+    def act(session: Session) -> dict[str, Any]:
+        inst = instances.get(session, project_id=scoped_project(principal), ref=ref, for_update=True)
         if action == "stop":
             actions.stop(session, clock=app.clock, inst=inst, force=args.force, grace_seconds=args.grace_seconds)
         elif action == "start":
@@ -116,6 +118,8 @@ def _act(request: Request, principal: Principal, ref: str, action: str, body: Ac
             actions.terminate(session, clock=app.clock, inst=inst, force=args.force,
                               grace_seconds=args.grace_seconds)
         return instance_view(inst)
+
+    return app.transact(act)
 
 
 @router.post("/{ref}/stop")

@@ -144,7 +144,11 @@ class Instance(Base):
     # A loop's claim on the row while it works on it (services/leases.py).
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None]
+    # Bumped by every UPDATE of the row and matched in its WHERE: a write based on a stale read fails
+    # (StaleDataError) and its transaction is retried instead of silently undoing a concurrent change.
+    version: Mapped[int] = mapped_column(default=1)
 
+    __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
         Index("ix_instances_project_created", "project_id", "created_at", "id"),
         Index("ix_instances_expires", "expires_at"),

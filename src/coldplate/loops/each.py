@@ -22,9 +22,8 @@ def each(app: AppState, ids: Iterable[str], act: Callable[[Session, str], bool],
     and does not stop the pass: the next pass, or the next owner of its lease, tries again."""
     done = 0
     for entity_id in ids:
-        try:
-            with app.tx() as session:
-                done += act(session, entity_id)
+        try:  # a deadlock or a lost compare-and-set against a concurrent writer is retried at once
+            done += app.transact(lambda session, entity_id=entity_id: act(session, entity_id))  # type: ignore[misc]
         except Exception:
             log.exception(message, extra={key: entity_id})
     return done

@@ -6,8 +6,17 @@ from sqlalchemy.orm import Session
 
 from coldplate.clock import Clock
 from coldplate.db.tables import Hostnode, Instance
-from coldplate.domain.lifecycle import Desired, Status, action_allowed
-from coldplate.services import capacity
+from coldplate.domain.lifecycle import (
+    DESIRED_CHANGED,
+    TERMINATE_STEPS,
+    Desired,
+    HostStatus,
+    Status,
+    TerminateStep,
+    action_allowed,
+    report_rule,
+)
+from coldplate.services import capacity, outbox, signals
 from coldplate.services.errors import InvalidState, NoCapacity
 from coldplate.services.instances import InstanceRequest, demand_on
 from coldplate.services.transitions import transition
@@ -42,17 +51,21 @@ def stop(session: Session, *, clock: Clock, inst: Instance, force: bool = False,
 def terminate(session: Session, *, clock: Clock, inst: Instance, force: bool = False,
               grace_seconds: int | None = None, reason: str = "user") -> Instance:
     current = _require("terminate", inst)
-    if current in (S.PENDING, S.STOPPED, S.FAILED):
+    step = TERMINATE_STEPS[current]
+    if step is TerminateStep.NOW:
         inst.desired = Desired.TERMINATED.value
         transition(session, clock=clock, inst=inst, target=S.TERMINATED, reason=reason)
-    elif current is S.DRAINING:  # already stopping: make it a terminate, keep draining
+    elif step is TerminateStep.REDIRECT:  # already stopping: make it a terminate, keep draining
         inst.desired = Desired.TERMINATED.value
         inst.restart_pending = False
         inst.status_reason = reason
         if force:
             inst.force, inst.grace_seconds = True, 0
+        outbox.record(session, clock=clock, project_id=inst.project_id, instance_id=inst.id, type=DESIRED_CHANGED,
+                      reason=reason, data={"status": current.value, "desired": Desired.TERMINATED.value})
         if inst.hostnode_id:
             capacity.bump_assignments(session, inst.hostnode_id)
+        signals.touch(session, inst.id)
         session.flush()
     else:
         _drain(session, clock=clock, inst=inst, desired=Desired.TERMINATED, reason=reason, force=force,
@@ -82,7 +95,7 @@ def _reprovision(session: Session, *, clock: Clock, inst: Instance, reason: str)
     taken: list[int] = []
 
     def change(host: Hostnode) -> dict[str, object]:
-        if host.status != "online":
+        if host.status != HostStatus.ONLINE:
             raise NoCapacity(f"hostnode {host.id} is {host.status}", param="id")
         free = [i for i in range(host.gpu_count) if i not in host.gpus_used]
         if len(free) < inst.gpu_count or host.vcpus - host.vcpus_used < inst.vcpus \
@@ -107,24 +120,18 @@ def report(session: Session, *, clock: Clock, host: Hostnode, inst: Instance, st
     """An agent observed `status`. Repeats of the current status are no-ops (agents retry)."""
     if inst.hostnode_id != host.id:
         raise InvalidState(f"instance {inst.id} is not on hostnode {host.id}", param="instance_id")
-    if Status(inst.status) is status:
+    rule = report_rule(Status(inst.status), Desired(inst.desired), inst.restart_pending, status)
+    if rule is None:
         return inst
     if exit_code is not None:
         inst.exit_code, inst.exit_message = exit_code, exit_message
     if status is S.READY:
         inst.ip = host.address
-    if status is S.FAILED:
-        transition(session, clock=clock, inst=inst, target=S.FAILED, reason="failed",
-                   failure_reason=failure_reason or "the agent reported a failure")
-        return inst
-    if status is S.STOPPED and inst.desired == Desired.TERMINATED.value:
-        status = S.TERMINATED  # the agent stopped it; we asked for more: it deletes next
-    if status is S.STOPPED and Status(inst.status) is S.READY:  # nobody asked: the workload ended by itself
-        inst.desired = Desired.STOPPED.value
-        transition(session, clock=clock, inst=inst, target=status, reason="exited")
-        return inst
-    transition(session, clock=clock, inst=inst, target=status)
-    if status is S.STOPPED and inst.restart_pending:
+    if rule.set_desired is not None:
+        inst.desired = rule.set_desired.value
+    failure = (failure_reason or "the agent reported a failure") if status is S.FAILED else None
+    transition(session, clock=clock, inst=inst, target=rule.then, reason=rule.reason, failure_reason=failure)
+    if rule.reprovision:
         try:
             _reprovision(session, clock=clock, inst=inst, reason="restart")
         except NoCapacity:

@@ -28,6 +28,12 @@ class NameTaken(ServiceError):
     code = "name_taken"
 
 
+class Conflict(ServiceError):
+    """A concurrent writer changed what this transaction read: `AppState.transact` runs it again."""
+
+    code = "conflict"
+
+
 class InvalidInput(ServiceError):
     code = "validation_error"
 

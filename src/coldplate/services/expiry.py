@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, not_, select
+from sqlalchemy import ColumnElement, and_, not_
 from sqlalchemy.orm import Session
 
 from coldplate.clock import Clock, as_utc
 from coldplate.db.tables import Instance
 from coldplate.domain.lifecycle import Desired, Status
-from coldplate.services import actions, leases
+from coldplate.services import actions, instances, leases
 
 S = Status
 OVER = (S.TERMINATED.value, S.FAILED.value)
@@ -45,8 +45,7 @@ def expire(session: Session, *, clock: Clock, instance_id: str, owner: str) -> b
     """Terminate one claimed instance with reason `expired` if `owner` still holds it and it is still due."""
     if not leases.finish(session, model=Instance, row_id=instance_id, owner=owner):
         return False
-    inst = session.scalars(select(Instance).where(Instance.id == instance_id)
-                           .execution_options(populate_existing=True)).first()
+    inst = instances.lock(session, instance_id)  # instance before hostnode: the one lock order
     if inst is None or not is_due(inst, clock.now()):
         return False
     actions.terminate(session, clock=clock, inst=inst, reason="expired")

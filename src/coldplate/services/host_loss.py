@@ -15,26 +15,26 @@ from sqlalchemy.orm import Session
 
 from coldplate.clock import Clock, as_utc
 from coldplate.db.tables import Hostnode, Instance
-from coldplate.domain.lifecycle import HOLDS_DISK, Status
-from coldplate.services import leases, outbox
+from coldplate.domain.lifecycle import HOLDS_DISK, WATCHED_HOST_STATUSES, HostStatus, Status
+from coldplate.services import hostnodes, instances, leases, outbox
 from coldplate.services.capacity import bump_assignments
-from coldplate.services.hostnodes import ADMIN_STATUSES
 from coldplate.services.projects import ADMIN_PROJECT_ID
 from coldplate.services.transitions import transition
 
 HELD = [s.value for s in HOLDS_DISK]
+WATCHED = [s.value for s in WATCHED_HOST_STATUSES]
 LOST_REASON = "the host stopped answering and did not come back in time"
 
 
 def _silent(host: Hostnode, now: datetime) -> bool:
     last = as_utc(host.last_heartbeat_at) if host.last_heartbeat_at else as_utc(host.created_at)
-    return host.status in ADMIN_STATUSES and now - last > timedelta(seconds=host.heartbeat_timeout_s)
+    return host.status in WATCHED and now - last > timedelta(seconds=host.heartbeat_timeout_s)
 
 
 def silent_host_ids(session: Session, *, clock: Clock) -> list[str]:
     """Hostnodes (online, draining or in maintenance) whose last heartbeat is older than their timeout."""
     now = clock.now()
-    return [host.id for host in session.scalars(select(Hostnode).where(Hostnode.status.in_(ADMIN_STATUSES))
+    return [host.id for host in session.scalars(select(Hostnode).where(Hostnode.status.in_(WATCHED))
                                                 .order_by(Hostnode.id)) if _silent(host, now)]
 
 
@@ -45,7 +45,7 @@ def mark_offline(session: Session, *, clock: Clock, host_id: str) -> bool:
     now = clock.now()
     if host is None or not _silent(host, now):
         return False
-    host.status = "offline"
+    hostnodes.set_status(host, HostStatus.OFFLINE, by_agent=True)
     host.offline_since = now
     outbox.record(session, clock=clock, project_id=ADMIN_PROJECT_ID, type="hostnode.offline",
                   data={"hostnode_id": host.id})
@@ -55,7 +55,7 @@ def mark_offline(session: Session, *, clock: Clock, host_id: str) -> bool:
 
 
 def _lost_hosts(cutoff: datetime) -> ColumnElement[bool]:
-    return Instance.hostnode_id.in_(select(Hostnode.id).where(Hostnode.status == "offline",
+    return Instance.hostnode_id.in_(select(Hostnode.id).where(Hostnode.status == HostStatus.OFFLINE.value,
                                                               Hostnode.offline_since <= cutoff))
 
 
@@ -72,15 +72,15 @@ def fail_lost(session: Session, *, clock: Clock, instance_id: str, owner: str, g
     """Fail one claimed instance with `host_lost` if `owner` still holds it and its host is still lost."""
     if not leases.finish(session, model=Instance, row_id=instance_id, owner=owner):
         return False
-    inst = session.scalars(select(Instance).where(Instance.id == instance_id)
-                           .execution_options(populate_existing=True)).first()
+    inst = instances.lock(session, instance_id)
     if inst is None or inst.status not in HELD or inst.hostnode_id is None:
         return False
     # locked (instance first, then hostnode: the global order) so a heartbeat cannot slip in between
     host = session.scalars(select(Hostnode).where(Hostnode.id == inst.hostnode_id).with_for_update()
                            .execution_options(populate_existing=True)).first()
     cutoff = clock.now() - timedelta(seconds=grace_seconds)
-    if host is None or host.status != "offline" or host.offline_since is None or as_utc(host.offline_since) > cutoff:
+    if host is None or host.status != HostStatus.OFFLINE.value or host.offline_since is None \
+            or as_utc(host.offline_since) > cutoff:
         return False
     transition(session, clock=clock, inst=inst, target=Status.FAILED, reason="host_lost", failure_reason=LOST_REASON)
     return True

@@ -10,13 +10,19 @@ from sqlalchemy.orm import Session
 from coldplate.clock import Clock
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import catalog, pricing
-from coldplate.domain.lifecycle import ASSIGNED, Status
+from coldplate.domain.lifecycle import (
+    ADMIN_HOST_STATUSES,
+    ASSIGNED,
+    HostStatus,
+    Status,
+    host_change_allowed,
+)
 from coldplate.ids import hash_secret, new_id, new_secret
 from coldplate.services import join_tokens, outbox, projects
 from coldplate.services.errors import Forbidden, InvalidInput, InvalidState, NotFound, Unauthorized
 from coldplate.services.projects import ADMIN_PROJECT_ID
 
-ADMIN_STATUSES = ("online", "draining", "maintenance")
+ADMIN_STATUSES = tuple(s.value for s in ADMIN_HOST_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -99,12 +105,12 @@ def register(session: Session, *, clock: Clock, spec: HostSpec, join_token: str 
     now = clock.now()
     if host is None:
         host = Hostnode(
-            id=new_id("hn"), name=spec.name, status="online", created_at=now, gpus_used=[], ports_used=[],
-            vcpus_used=0, memory_gb_used=0, disk_gb_used=0, generation=0, assignment_version=0,
+            id=new_id("hn"), name=spec.name, status=HostStatus.ONLINE.value, created_at=now, gpus_used=[],
+            ports_used=[], vcpus_used=0, memory_gb_used=0, disk_gb_used=0, generation=0, assignment_version=0,
         )
         session.add(host)
-    elif host.status == "offline":
-        host.status = "online"
+    elif host.status == HostStatus.OFFLINE:
+        set_status(host, HostStatus.ONLINE, by_agent=True)
     _apply_spec(host, spec, gpu_slug, region)
     host.agent_token_hash = hash_secret(token)
     host.last_heartbeat_at = now
@@ -113,6 +119,15 @@ def register(session: Session, *, clock: Clock, spec: HostSpec, join_token: str 
     outbox.record(session, clock=clock, project_id=ADMIN_PROJECT_ID, type="hostnode.registered",
                   data={"hostnode_id": host.id, "name": host.name})
     return host, token
+
+
+def set_status(host: Hostnode, target: HostStatus, *, by_agent: bool) -> None:
+    """The one place a hostnode's status changes after an admin's check: the table in domain/lifecycle."""
+    current = HostStatus(host.status)
+    if not host_change_allowed(current, target, by_agent=by_agent):
+        hint = "; an offline hostnode comes online when its agent heartbeats" if target is HostStatus.ONLINE else ""
+        raise InvalidState(f"hostnode {host.id} is {current}; it cannot become {target}{hint}", param="status")
+    host.status = target.value
 
 
 def authenticate_agent(session: Session, *, token: str) -> Hostnode:
@@ -124,8 +139,8 @@ def authenticate_agent(session: Session, *, token: str) -> Hostnode:
 
 def heartbeat(session: Session, *, clock: Clock, host: Hostnode) -> Hostnode:
     host.last_heartbeat_at = clock.now()
-    if host.status == "offline":
-        host.status = "online"
+    if host.status == HostStatus.OFFLINE:
+        set_status(host, HostStatus.ONLINE, by_agent=True)
         host.offline_since = None
         outbox.record(session, clock=clock, project_id=ADMIN_PROJECT_ID, type="hostnode.online",
                       data={"hostnode_id": host.id})
@@ -150,9 +165,7 @@ def update_hostnode(session: Session, *, clock: Clock, host_id: str, status: str
     if status is not None:
         if status not in ADMIN_STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(ADMIN_STATUSES)}", param="status")
-        if host.status == "offline" and status == "online":
-            raise InvalidState("an offline hostnode comes online when its agent heartbeats", param="status")
-        host.status = status
+        set_status(host, HostStatus(status), by_agent=False)
     if prices_micros:
         for field, micros in prices_micros.items():
             setattr(host, _PRICE_COLUMNS[field], micros)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from coldplate.clock import Clock
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import catalog, placement, pricing
-from coldplate.domain.lifecycle import Desired, Status
+from coldplate.domain.lifecycle import Desired, HostStatus, Status
 from coldplate.ids import new_id
 from coldplate.services import capacity, outbox, ssh_keys
 from coldplate.services.capacity import HOSTNODES, HostRow
@@ -111,7 +111,7 @@ def _candidate_query(*, by_region: bool, by_host: bool, spot: bool, limit: int) 
     must see fresh values anyway."""
     h = HOSTNODES.c
     columns = [c for c in HOSTNODES.c if c.name not in UNREAD_BY_PLACEMENT]
-    query = select(*columns).where(h.status == "online", h.gpu_type == bindparam("gpu_slug"),
+    query = select(*columns).where(h.status == HostStatus.ONLINE.value, h.gpu_type == bindparam("gpu_slug"),
                                    h.gpus_free >= bindparam("gpu_count"))
     if by_region:
         query = query.where(h.region == bindparam("region"))
@@ -184,7 +184,7 @@ def _insert(session: Session, *, clock: Clock, project_id: str, req: InstanceReq
         cloud_init=req.cloud_init, ssh_port=ssh_port, labels=dict(req.labels), spot=req.spot,
         max_price_micros=req.max_price_micros, price_micros=price, max_hours=req.max_hours,
         grace_seconds=60, force=False, ip=None, created_at=now, updated_at=now,
-        expires_at=_expiry(now, req),
+        expires_at=_expiry(now, req), version=1,
     )
     try:  # a Core insert: the ORM's unit of work costs more than the rest of the placement
         session.connection().execute(INSERT_INSTANCE, values)
@@ -221,7 +221,7 @@ def _no_capacity_detail(session: Session, gpu: catalog.GpuType, count: int, regi
         return f"no capacity for {wanted}: {hosts} lack {short[0]}"
     rows = session.execute(
         select(Hostnode.gpu_type, Hostnode.region, func.max(Hostnode.gpus_free))
-        .where(Hostnode.status == "online", Hostnode.gpus_free > 0)
+        .where(Hostnode.status == HostStatus.ONLINE.value, Hostnode.gpus_free > 0)
         .group_by(Hostnode.gpu_type, Hostnode.region).order_by(Hostnode.gpu_type, Hostnode.region)
     ).all()
     offers = [f"{n}x {g} in {r}" for g, r, n in rows if g == gpu.slug] + \
@@ -232,16 +232,29 @@ def _no_capacity_detail(session: Session, gpu: catalog.GpuType, count: int, regi
     return f"no capacity for {wanted}{price}; largest free on one node: " + ", ".join(offers[:8])
 
 
-def get(session: Session, *, project_id: str | None, ref: str) -> Instance:
-    """By id or by the name of a live instance; `project_id` None means any project (admin)."""
+def get(session: Session, *, project_id: str | None, ref: str, for_update: bool = False) -> Instance:
+    """By id or by the name of a live instance; `project_id` None means any project (admin).
+
+    `for_update`: a writer's read. The row is locked (PostgreSQL; SQLite's writers are serialised
+    already) and read fresh, before any hostnode is touched: instance before hostnode is the one lock
+    order, so two writers of one instance queue instead of deadlocking or undoing each other.
+    FOR NO KEY UPDATE (`key_share`): rows that only point at the instance (agent tasks) are not held up."""
     query = select(Instance).where(or_(Instance.id == ref,
                                        and_(Instance.name == ref, Instance.status != Status.TERMINATED.value)))
     if project_id is not None:
         query = query.where(Instance.project_id == project_id)
-    inst = session.scalars(query.order_by(Instance.created_at.desc())).first()
+    query = query.order_by(Instance.created_at.desc()).limit(1)
+    if for_update:
+        query = query.with_for_update(key_share=True).execution_options(populate_existing=True)
+    inst = session.scalars(query).first()
     if inst is None:
         raise NotFound(f"instance {ref} not found", param="id")
     return inst
+
+
+def lock(session: Session, instance_id: str) -> Instance | None:
+    """The instance with id `instance_id`, locked and read fresh (see `get`), or None."""
+    return session.get(Instance, instance_id, with_for_update={"key_share": True}, populate_existing=True)
 
 
 def list_page(session: Session, *, project_id: str | None, statuses: list[str] | None,
@@ -291,7 +304,10 @@ def update(session: Session, *, clock: Clock, inst: Instance, name: str | None,
     if labels is not None:
         inst.labels = dict(labels)
     inst.updated_at = clock.now()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent rename or create took the name after our check
+        raise NameTaken(f"an instance named {name!r} already exists", param="name") from exc
     outbox.record(session, clock=clock, project_id=inst.project_id, instance_id=inst.id, type="instance.updated",
                   data={"name": inst.name, "labels": inst.labels})
-    session.flush()
     return inst

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from coldplate.db.tables import Hostnode
 from coldplate.domain import placement
+from coldplate.domain.lifecycle import HostStatus
 from coldplate.services import capacity
 from coldplate.services.capacity import HostRow
 from coldplate.services.instances import InstanceRequest, candidate_hosts, demand_on, price_on
@@ -47,7 +48,7 @@ def availability(session: Session) -> list[Availability]:
     rows = session.execute(
         select(Hostnode.gpu_type, Hostnode.region, func.sum(Hostnode.gpus_free), func.count(),
                func.min(Hostnode.gpu_price_micros), func.max(Hostnode.gpu_price_micros))
-        .where(Hostnode.status == "online").group_by(Hostnode.gpu_type, Hostnode.region)
+        .where(Hostnode.status == HostStatus.ONLINE.value).group_by(Hostnode.gpu_type, Hostnode.region)
         .order_by(Hostnode.gpu_type, Hostnode.region)
     ).all()
     return [Availability(g, r, int(free or 0), int(n), int(lo), int(hi)) for g, r, free, n, lo, hi in rows]

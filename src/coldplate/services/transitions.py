@@ -7,7 +7,15 @@ from sqlalchemy.orm import Session
 from coldplate.clock import Clock
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import placement
-from coldplate.domain.lifecycle import HOLDS_DISK, HOLDS_GPUS, InvalidTransition, Status, check_transition
+from coldplate.domain.lifecycle import (
+    FAILURE_ENDS,
+    HOLDS_DISK,
+    HOLDS_GPUS,
+    Desired,
+    InvalidTransition,
+    Status,
+    check_transition,
+)
 from coldplate.services import capacity, outbox, signals
 from coldplate.services.errors import InvalidState
 
@@ -15,6 +23,8 @@ from coldplate.services.errors import InvalidState
 def transition(session: Session, *, clock: Clock, inst: Instance, target: Status, reason: str | None = None,
                failure_reason: str | None = None) -> None:
     current = Status(inst.status)
+    if target is Status.FAILED and FAILURE_ENDS[Desired(inst.desired)] is not Status.FAILED:
+        target, reason = FAILURE_ENDS[Desired(inst.desired)], None  # keeps the reason of the terminate
     try:
         check_transition(current, target)
     except InvalidTransition as exc:

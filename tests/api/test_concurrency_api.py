@@ -1,0 +1,99 @@
+"""Concurrent requests through the app on SQLite and PostgreSQL: the headline races of issue 7."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import Fleet, auth
+
+
+def at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run every call in its own thread, all released by one barrier; their results in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def create(client: TestClient, key: str, name: str) -> str:
+    response = client.post("/v1/instances", json={"name": name, "gpu": "h100"}, headers=auth(key))
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def test_concurrent_posts_with_one_idempotency_key_all_replay_the_201(client: TestClient, fleet: Fleet,
+                                                                      project_key: str) -> None:
+    fleet.host("h1", count=8)
+    headers = {**auth(project_key), "Idempotency-Key": "create-once"}
+    body = {"name": "once", "gpu": "h100"}
+    responses = at_once([lambda: client.post("/v1/instances", json=body, headers=headers)] * 24)
+    assert Counter(r.status_code for r in responses) == {201: 24}, [r.text for r in responses if r.status_code != 201]
+    assert len({r.json()["id"] for r in responses}) == 1
+    listed = client.get("/v1/instances", headers=auth(project_key)).json()["data"]
+    assert [i["name"] for i in listed] == ["once"]
+    assert client.get("/v1/hostnodes").json()["data"][0]["gpus_free"] == 7
+
+
+def test_two_starts_at_once_one_wins_the_other_is_409_and_no_gpu_leaks(client: TestClient, fleet: Fleet,
+                                                                      project_key: str) -> None:
+    host = fleet.host("h1", count=2)
+    for trial in range(6):
+        iid = create(client, project_key, f"s{trial}")
+        fleet.report(host, iid, "starting"), fleet.report(host, iid, "ready")
+        assert client.post(f"/v1/instances/{iid}/stop", headers=auth(project_key)).status_code == 200
+        assert fleet.report(host, iid, "stopped").status_code == 200
+        start = f"/v1/instances/{iid}/start"
+        responses = at_once([lambda: client.post(start, headers=auth(project_key))] * 2)  # noqa: B023
+        assert sorted(r.status_code for r in responses) == [200, 409]
+        assert [r.json()["code"] for r in responses if r.status_code == 409] == ["invalid_state"]
+        node = client.get(f"/v1/hostnodes/{host}").json()
+        assert node["gpus_free"] == 1, node  # one GPU for the one started instance, not two
+        assert client.post(f"/v1/instances/{iid}/terminate", headers=auth(project_key)).status_code == 200
+        fleet.report(host, iid, "terminated")
+        assert client.get(f"/v1/hostnodes/{host}").json()["gpus_free"] == 2
+
+
+def test_terminate_racing_a_failure_report_ends_terminated(client: TestClient, fleet: Fleet,
+                                                           project_key: str) -> None:
+    host = fleet.host("h1", count=8)
+    for trial in range(8):
+        iid = create(client, project_key, f"t{trial}")
+        fleet.report(host, iid, "starting")
+        terminate, report = at_once([
+            lambda: client.post(f"/v1/instances/{iid}/terminate", headers=auth(project_key)),  # noqa: B023
+            lambda: fleet.report(host, iid, "failed", failure_reason="oom"),  # noqa: B023
+        ])
+        assert terminate.status_code == 200 and report.status_code == 200, (terminate.text, report.text)
+        fleet.report(host, iid, "terminated")  # the agent finishes a drain if one is left
+        inst = client.get(f"/v1/instances/{iid}", headers=auth(project_key)).json()
+        assert inst["status"] == "terminated", inst
+    assert client.get(f"/v1/hostnodes/{host}").json()["gpus_free"] == 8
+
+
+def test_concurrent_renames_to_one_name_one_wins_the_other_is_name_taken(client: TestClient, fleet: Fleet,
+                                                                         project_key: str) -> None:
+    fleet.host("h1", count=8)
+    for trial in range(4):
+        a, b = create(client, project_key, f"a{trial}"), create(client, project_key, f"b{trial}")
+        responses = at_once([
+            lambda: client.patch(f"/v1/instances/{a}", json={"name": f"same{trial}"},  # noqa: B023
+                                 headers=auth(project_key)),
+            lambda: client.patch(f"/v1/instances/{b}", json={"name": f"same{trial}"},  # noqa: B023
+                                 headers=auth(project_key)),
+        ])
+        assert sorted(r.status_code for r in responses) == [200, 409], [r.text for r in responses]
+        assert [r.json()["code"] for r in responses if r.status_code == 409] == ["name_taken"]
