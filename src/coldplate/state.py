@@ -24,6 +24,8 @@ class Settings:
     loop_interval_s: float = 1.0
     metrics_retention_s: float = 24 * 3600
     run_loops: bool = True
+    allow_private_webhooks: bool = False  # `coldplate server --allow-private-webhooks`; `coldplate up` sets it
+    webhook_lease_s: float = 30.0  # a dispatcher that dies mid-send leaves its deliveries this long
 
 
 @dataclass
