@@ -233,7 +233,8 @@ class ProjectIn(Strict):
 
 class KeyIn(Strict):
     name: str = Field(min_length=1, max_length=200)
-    scopes: list[str] = Field(default_factory=lambda: ["instances:read", "instances:write", "billing:read"],
+    scopes: list[str] = Field(default_factory=lambda: ["instances:read", "instances:write", "billing:read",
+                                                       "webhooks:read", "webhooks:write"],
                               min_length=1)
 
 

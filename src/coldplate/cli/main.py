@@ -34,13 +34,17 @@ def server(
     port: int = typer.Option(8787, help="Port to listen on."),
     data_dir: Path = typer.Option(None, help="Where the SQLite database and admin key live (~/.coldplate)."),
     database_url: str = typer.Option(None, envvar="COLDPLATE_DATABASE_URL", help="PostgreSQL URL instead of SQLite."),
+    allow_private_webhooks: bool = typer.Option(False, help="Let webhooks go to loopback, private and link-local "
+                                                "addresses (refused by default: a tenant could reach internal services)."),
 ) -> None:
     """Run the control plane (API and background loops)."""
     from coldplate.server import make_server_app, serve
+    from coldplate.state import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     directory = _data_dir(data_dir)
-    fastapi_app, _, created = make_server_app(data_dir=directory, url=database_url)
+    fastapi_app, _, created = make_server_app(data_dir=directory, url=database_url,
+                                              settings=Settings(allow_private_webhooks=allow_private_webhooks))
     if created:
         typer.echo(f"admin API key (shown once, also in {directory / 'admin-key'}): {created}")
     typer.echo(f"coldplate server listening on http://{host}:{port}")
@@ -123,10 +127,13 @@ def up(
     from coldplate.agent.local import docker_answers
     from coldplate.server import make_server_app, serve
     from coldplate.services import projects
+    from coldplate.state import Settings
 
     logging.basicConfig(level=logging.WARNING)
     directory = _data_dir(data_dir)
-    fastapi_app, app_state, created = make_server_app(data_dir=directory, url=None)
+    # One user on one machine: webhooks to local receivers are what they want.
+    fastapi_app, app_state, created = make_server_app(data_dir=directory, url=None,
+                                                      settings=Settings(allow_private_webhooks=True))
     with app_state.tx() as session:
         _, join_token = projects.create_join_token(session, clock=app_state.clock, name="coldplate-up")
     url = f"http://{host}:{port}"

@@ -15,12 +15,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from coldplate.clock import isoformat
+from coldplate.clock import as_utc, isoformat
 from coldplate.db.tables import Event, Instance
 from coldplate.services.errors import InvalidInput
 from coldplate.views import instance_view
 
 LIFECYCLE = "instance.lifecycle"
+# Every type a webhook may subscribe to (later features add theirs here).
+EVENT_TYPES = (
+    LIFECYCLE, "instance.updated", "instance.budget_threshold", "project.budget_exceeded", "webhook.disabled",
+    "hostnode.registered", "hostnode.online", "hostnode.updated", "hostnode.offline",
+)
 
 
 def render(event: Event, instance: Instance | None) -> dict[str, Any]:
@@ -61,7 +66,7 @@ def list_page(session: Session, *, project_id: str | None, type: str | None, ins
     if instance_id is not None:
         query = query.where(Event.instance_id == instance_id)
     if since is not None:
-        query = query.where(Event.created_at >= since)
+        query = query.where(Event.created_at >= as_utc(since))
     if cursor is not None:
         if not cursor.isdigit() or len(cursor) > 18:
             raise InvalidInput("cursor is not one this API returned", param="cursor")
