@@ -35,7 +35,7 @@ def server(
     data_dir: Path = typer.Option(None, help="Where the SQLite database and admin key live (~/.coldplate)."),
     database_url: str = typer.Option(None, envvar="COLDPLATE_DATABASE_URL", help="PostgreSQL URL instead of SQLite."),
     allow_private_webhooks: bool = typer.Option(False, help="Let webhooks go to loopback, private and link-local "
-                                                "addresses (refused by default: a tenant could reach internal services)."),
+                                                "addresses (refused by default: they could reach internal services)."),
 ) -> None:
     """Run the control plane (API and background loops)."""
     from coldplate.server import make_server_app, serve
