@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +38,7 @@ class Receiver:
         self.default = 200
         self.reply_body = b"ok"
         self.delay_s = 0.0
+        self.on_received: Callable[[int], None] | None = None  # called with the count, before answering
         self._lock = threading.Lock()
         receiver = self
 
@@ -53,6 +54,9 @@ class Receiver:
                                                           body, self.path))
                     else:
                         receiver.refused.append(self.headers.get("webhook-id", ""))
+                    count = len(receiver.received)
+                if receiver.on_received is not None:
+                    receiver.on_received(count)
                 self.send_response(status)
                 self.send_header("content-length", str(len(receiver.reply_body)))
                 self.end_headers()

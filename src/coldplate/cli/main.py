@@ -36,15 +36,19 @@ def server(
     database_url: str = typer.Option(None, envvar="COLDPLATE_DATABASE_URL", help="PostgreSQL URL instead of SQLite."),
     allow_private_webhooks: bool = typer.Option(False, help="Let webhooks go to loopback, private and link-local "
                                                 "addresses (refused by default: they could reach internal services)."),
+    webhook_lease_seconds: float = typer.Option(30.0, min=1, help="How long a webhook delivery being sent is held "
+                                                "by this server; if it dies, another sends it again after this."),
 ) -> None:
     """Run the control plane (API and background loops)."""
     from coldplate.server import make_server_app, serve
     from coldplate.state import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per webhook delivery
     directory = _data_dir(data_dir)
     fastapi_app, _, created = make_server_app(data_dir=directory, url=database_url,
-                                              settings=Settings(allow_private_webhooks=allow_private_webhooks))
+                                              settings=Settings(allow_private_webhooks=allow_private_webhooks,
+                                                                webhook_lease_s=webhook_lease_seconds))
     if created:
         typer.echo(f"admin API key (shown once, also in {directory / 'admin-key'}): {created}")
     typer.echo(f"coldplate server listening on http://{host}:{port}")
