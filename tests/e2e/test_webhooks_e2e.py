@@ -12,9 +12,13 @@ import sys
 import threading
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+from typer.testing import CliRunner
 
+from coldplate.cli.main import app
 from tests.e2e.conftest import _wait, free_port
 from tests.webhook_receiver import receiving
 
@@ -92,3 +96,53 @@ def test_sigkill_mid_dispatch_loses_no_event(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=15)
+
+
+def test_cli_webhooks_and_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _start(port, tmp_path / "data", tmp_path / "server.log")
+    monkeypatch.setenv("COLDPLATE_URL", url)
+    monkeypatch.setenv("COLDPLATE_API_KEY", ADMIN)
+    cli = CliRunner()
+
+    def run(*args: str) -> Any:
+        result = cli.invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output) if "--json" in args else result.output
+
+    try:
+        with receiving() as receiver:
+            created = cli.invoke(app, ["webhooks", "create", receiver.url, "--event-type", "instance.lifecycle",
+                                       "--description", "ops"])
+            assert created.exit_code == 0 and "signing secret (shown once): whsec_" in created.output
+            secret = created.output.split("signing secret (shown once): ")[1].split()[0]
+            (hook,) = run("webhooks", "list", "--json")
+            assert hook["event_types"] == ["instance.lifecycle"] and hook.get("secret") is None
+            token = httpx.post(f"{url}/v1/join-tokens", json={}, headers=H).json()["token"]
+            httpx.post(f"{url}/v1/agent/register", json={
+                "join_token": token, "name": "cpu-host", "region": "eu", "vcpus": 8, "memory_gb": 16,
+                "disk_gb": 100, "port_range": [31100, 31199],
+                "prices": {"gpu_per_hour": "0", "spot_gpu_per_hour": "0"}}).raise_for_status()
+            run("instances", "create", "--name", "hooked", "--gpu", "cpu")
+            _wait(lambda: len(receiver.received) == 1, 15, "the provisioning event")
+            assert receiver.payloads(secret)[0]["data"]["name"] == "hooked"
+            events = run("events", "--type", "instance.lifecycle", "--json")
+            assert [e["data"]["status"] for e in events] == ["provisioning"]
+            assert "provisioning" in run("events")  # the table
+            (delivery,) = run("webhooks", "deliveries", hook["id"], "--json")
+            assert (delivery["status"], delivery["http_status"]) == ("delivered", 200)
+            run("webhooks", "redeliver", hook["id"], delivery["id"])
+            _wait(lambda: len(receiver.received) == 2, 15, "the redelivery")
+            assert receiver.received[1].webhook_id == delivery["id"]
+            rotated = run("webhooks", "rotate-secret", hook["id"])
+            assert "signing secret (shown once): whsec_" in rotated and secret not in rotated
+            updated = run("webhooks", "update", hook["id"], "--disable", "--all-events", "--json")
+            assert (updated["enabled"], updated["event_types"]) == (False, [])
+            assert "deleted" in run("webhooks", "delete", hook["id"])
+            assert run("webhooks", "list", "--json") == []
+            bad = cli.invoke(app, ["webhooks", "create", "ftp://x"])
+            assert bad.exit_code == 1 and "validation_error" in bad.output
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import typer
 
+from coldplate.cli import webhooks as webhooks_cli
 from coldplate.cli.resources import register
 
 app = typer.Typer(help="coldplate: a self-hosted GPU cloud.", no_args_is_help=True, add_completion=False)
@@ -197,3 +198,4 @@ def _wait_healthy(url: str, timeout: float = 30.0) -> None:
 
 
 register(app)
+webhooks_cli.register(app)
