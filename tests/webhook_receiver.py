@@ -16,6 +16,10 @@ from standardwebhooks import Webhook
 
 
 @dataclass(frozen=True)
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128  # socketserver's 5 drops concurrent connects (a 1 s SYN retry each)
+
 class Received:
     headers: dict[str, str]
     body: str
@@ -66,7 +70,7 @@ class Receiver:
                 pass
 
         self.refused: list[str] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
