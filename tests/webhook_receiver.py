@@ -16,10 +16,6 @@ from standardwebhooks import Webhook
 
 
 @dataclass(frozen=True)
-
-class Server(ThreadingHTTPServer):
-    request_queue_size = 128  # socketserver's 5 drops concurrent connects (a 1 s SYN retry each)
-
 class Received:
     headers: dict[str, str]
     body: str
@@ -33,6 +29,10 @@ class Received:
         """Verified by the standardwebhooks library (signature and timestamp), or it raises."""
         payload: dict[str, Any] = Webhook(secret).verify(self.body, self.headers)
         return payload
+
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128  # socketserver's 5 drops concurrent connects (a 1 s SYN retry each)
 
 
 class Receiver:

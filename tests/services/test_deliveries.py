@@ -209,3 +209,25 @@ def test_concurrent_claims_skip_locked_rows_on_postgres(state: AppState, db_url:
         b = _claim(state, "b")  # while the first claim's transaction still holds its row locks
     assert len(a) == 3 and len(b) == 3
     assert not {j.delivery_id for j in a} & {j.delivery_id for j in b}
+
+
+def test_a_round_is_recorded_at_once_skipping_lost_leases(state: AppState, clock: FakeClock) -> None:
+    project = _project(state)
+    first, second = _hook(state, project), _hook(state, project)
+    _event(state, project)
+    _event(state, project)
+    _fan_out(state)
+    jobs = _claim(state, "a")
+    assert len(jobs) == 4 and {j.webhook_id for j in jobs} == {first, second}
+    stolen = jobs[0]
+    clock.advance(LEASE.total_seconds() + 1)
+    with state.tx() as session:  # another dispatcher re-leases every row; only `stolen` is given back
+        taken = deliveries.claim(session, clock=clock, owner="b", limit=50, lease=LEASE)
+        for row in session.scalars(select(WebhookDelivery).where(WebhookDelivery.id != stolen.delivery_id)):
+            row.lease_owner = "a"
+    assert len(taken) == 4
+    with state.tx() as session:
+        lost = deliveries.record_all(session, clock=clock, owner="a", results=[(j, OK) for j in jobs])
+    assert lost == [stolen.delivery_id]
+    statuses = {r.id: r.status for r in _rows(state)}
+    assert statuses.pop(stolen.delivery_id) == "pending" and set(statuses.values()) == {"delivered"}

@@ -39,17 +39,18 @@ def run_once(app: AppState, *, owner: str = OWNER) -> int:
     attempts = 0
     lease = timedelta(seconds=app.settings.webhook_lease_s)
     for _ in range(ROUNDS):
+        # One commit to take new events and claim what is due, one to record the round's results:
+        # a commit per delivery held PostgreSQL to about 40 deliveries a second.
         with app.tx() as session:
             fanned = deliveries.fan_out(session, clock=app.clock)
-        with app.tx() as session:
             jobs = deliveries.claim(session, clock=app.clock, owner=owner, limit=BATCH, lease=lease)
         if jobs:
             sender = functools.partial(send, allow_private=app.settings.allow_private_webhooks)
-            for job, outcome in zip(jobs, _pool.map(sender, jobs), strict=True):
-                with app.tx() as session:
-                    if not deliveries.record(session, clock=app.clock, owner=owner, job=job, outcome=outcome):
-                        log.warning("webhook lease lost before the result was recorded",
-                                    extra={"delivery_id": job.delivery_id})
+            results = list(zip(jobs, _pool.map(sender, jobs), strict=True))
+            with app.tx() as session:
+                lost = deliveries.record_all(session, clock=app.clock, owner=owner, results=results)
+            for delivery_id in lost:
+                log.warning("webhook lease lost before the result was recorded", extra={"delivery_id": delivery_id})
             attempts += len(jobs)
         if not jobs and not fanned:
             break

@@ -103,14 +103,36 @@ def claim(session: Session, *, clock: Clock, owner: str, limit: int, lease: time
 
 def record(session: Session, *, clock: Clock, owner: str, job: Job, outcome: Outcome,
            rng: random.Random | None = None) -> bool:
-    """Write an attempt's outcome if this dispatcher still holds the lease; False if it lost it
+    """Write one attempt's outcome if this dispatcher still holds the lease; False if it lost it
     (the lease expired and another took the delivery: its result is the one that counts)."""
-    row = session.scalars(select(WebhookDelivery).where(WebhookDelivery.id == job.delivery_id,
-                                                        WebhookDelivery.lease_owner == owner)
-                          .with_for_update()).first()
-    if row is None:
-        return False
+    return not record_all(session, clock=clock, owner=owner, results=[(job, outcome)], rng=rng)
+
+
+def record_all(session: Session, *, clock: Clock, owner: str, results: list[tuple[Job, Outcome]],
+               rng: random.Random | None = None) -> list[str]:
+    """Record a round's outcomes in the caller's transaction, each under its lease guard; returns
+    the deliveries whose lease was lost. The rows are locked in two statements (deliveries, then
+    their webhooks by id, so two dispatchers never lock webhooks in opposite orders)."""
+    if not results:
+        return []
+    held = {row.id: row for row in session.scalars(
+        select(WebhookDelivery).where(WebhookDelivery.id.in_([job.delivery_id for job, _ in results]),
+                                      WebhookDelivery.lease_owner == owner)
+        .order_by(WebhookDelivery.id).with_for_update())}
+    hook_ids = sorted({row.webhook_id for row in held.values()})
+    hooks = {h.id: h for h in session.scalars(select(Webhook).where(Webhook.id.in_(hook_ids))
+                                               .order_by(Webhook.id).with_for_update())} if hook_ids else {}
     now = clock.now()
+    for job, outcome in results:
+        row = held.get(job.delivery_id)
+        if row is not None:
+            _apply(session, clock=clock, now=now, row=row, hook=hooks[row.webhook_id], outcome=outcome, rng=rng)
+    session.flush()
+    return [job.delivery_id for job, _ in results if job.delivery_id not in held]
+
+
+def _apply(session: Session, *, clock: Clock, now: datetime, row: WebhookDelivery, hook: Webhook,
+           outcome: Outcome, rng: random.Random | None) -> None:
     row.attempts += 1
     row.last_attempt_at = now
     row.last_status_code = outcome.status_code
@@ -119,23 +141,19 @@ def record(session: Session, *, clock: Clock, owner: str, job: Job, outcome: Out
     row.last_error = outcome.error[:500] if outcome.error else None
     row.lease_owner = None
     row.lease_expires_at = None
-    hook = session.get(Webhook, row.webhook_id, with_for_update=True)
-    assert hook is not None  # the delivery's foreign key
     if webhook_retry.succeeded(outcome.status_code):
         row.status, row.delivered_at, row.next_attempt_at = "delivered", now, None
         hook.failing_since = None
-    else:
-        row.next_attempt_at = webhook_retry.next_attempt_at(attempts=row.attempts, now=now, rng=rng)
-        if row.next_attempt_at is None or outcome.status_code == webhook_retry.GONE:
-            row.status, row.next_attempt_at = "failed", None
-        if hook.failing_since is None:
-            hook.failing_since = now
-        if hook.enabled and outcome.status_code == webhook_retry.GONE:
-            webhooks.disable(session, clock=clock, hook=hook, reason="gone")
-        elif hook.enabled and webhook_retry.should_disable(failing_since=as_utc(hook.failing_since), now=now):
-            webhooks.disable(session, clock=clock, hook=hook, reason="failing")
-    session.flush()
-    return True
+        return
+    row.next_attempt_at = webhook_retry.next_attempt_at(attempts=row.attempts, now=now, rng=rng)
+    if row.next_attempt_at is None or outcome.status_code == webhook_retry.GONE:
+        row.status, row.next_attempt_at = "failed", None
+    if hook.failing_since is None:
+        hook.failing_since = now
+    if hook.enabled and outcome.status_code == webhook_retry.GONE:
+        webhooks.disable(session, clock=clock, hook=hook, reason="gone")
+    elif hook.enabled and webhook_retry.should_disable(failing_since=as_utc(hook.failing_since), now=now):
+        webhooks.disable(session, clock=clock, hook=hook, reason="failing")
 
 
 def list_page(session: Session, *, hook: Webhook, status: str | None, cursor: str | None,
@@ -167,11 +185,3 @@ def redeliver(session: Session, *, clock: Clock, hook: Webhook, delivery_id: str
     row.status, row.next_attempt_at, row.lease_owner, row.lease_expires_at = "pending", now, None, None
     session.flush()
     return row
-
-
-def due_soon(session: Session, *, now: datetime) -> bool:
-    """Whether any pending delivery is due (the dispatcher loops again at once if so)."""
-    return session.scalars(select(WebhookDelivery.id).where(
-        WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now,
-        or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now)).limit(1)
-    ).first() is not None
