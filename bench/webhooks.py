@@ -106,7 +106,7 @@ def measure(url: str, rate: int, seconds: int) -> tuple[list[float], int, float,
     with state.tx() as session:
         project = projects.create_project(session, clock=state.clock, name="bench").id
         hook = webhooks.create(session, clock=state.clock, project_id=project, url=receiver.url, event_types=[],
-                               description="bench", enabled=True, allow_private=True)
+                               description="bench", enabled=True)
     receiver.verify = Webhook(hook.secret)
     loop = start_dispatcher(state)
     committed: dict[int, float] = {}

@@ -30,8 +30,7 @@ def _project(state: AppState) -> str:
 def _hook(state: AppState, project_id: str, **kw: object) -> str:
     args = {"url": "http://127.0.0.1:9/hook", "event_types": [], "description": "", "enabled": True} | kw
     with state.tx() as session:
-        return webhooks.create(session, clock=state.clock, project_id=project_id, allow_private=True,
-                               **args).id  # type: ignore[arg-type]
+        return webhooks.create(session, clock=state.clock, project_id=project_id, **args).id  # type: ignore[arg-type]
 
 
 def _event(state: AppState, project_id: str, type: str = "instance.updated", **data: object) -> None:

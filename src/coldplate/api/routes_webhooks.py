@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from coldplate.api.auth import require, scoped_project, state
 from coldplate.api.webhook_schemas import WebhookIn, WebhookPatch, delivery_view, webhook_view
-from coldplate.services import deliveries, outbox, signals, webhooks
+from coldplate.services import deliveries, destinations, outbox, signals, webhooks
 from coldplate.services.projects import Principal
 
 router = APIRouter(prefix="/v1/webhooks")
@@ -19,10 +19,10 @@ writer = require("webhooks:write")
 @router.post("", status_code=201)
 def create(body: WebhookIn, request: Request, principal: Principal = Depends(writer)) -> dict[str, Any]:
     app = state(request)
+    destinations.check_at_create(body.url, allow_private=app.settings.allow_private_webhooks)  # DNS: before the tx
     with app.tx() as session:
         hook = webhooks.create(session, clock=app.clock, project_id=principal.project_id, url=body.url,
-                               event_types=body.event_types, description=body.description, enabled=body.enabled,
-                               allow_private=app.settings.allow_private_webhooks)
+                               event_types=body.event_types, description=body.description, enabled=body.enabled)
         return webhook_view(hook, secret=True)
 
 
@@ -42,11 +42,13 @@ def get(webhook_id: str, request: Request, principal: Principal = Depends(reader
 def update(webhook_id: str, body: WebhookPatch, request: Request,
            principal: Principal = Depends(writer)) -> dict[str, Any]:
     app = state(request)
+    if body.url is not None:
+        destinations.check_at_create(body.url, allow_private=app.settings.allow_private_webhooks)
     with app.tx() as session:
         hook = webhooks.get(session, project_id=scoped_project(principal), webhook_id=webhook_id)
         return webhook_view(webhooks.update(session, clock=app.clock, hook=hook, url=body.url,
                                             event_types=body.event_types, description=body.description,
-                                            enabled=body.enabled, allow_private=app.settings.allow_private_webhooks))
+                                            enabled=body.enabled))
 
 
 @router.delete("/{webhook_id}", status_code=204)

@@ -49,8 +49,10 @@ def signing_secrets(hook: Webhook, now: datetime) -> list[str]:
 
 
 def create(session: Session, *, clock: Clock, project_id: str, url: str, event_types: list[str],
-           description: str, enabled: bool, allow_private: bool) -> Webhook:
-    destinations.check_at_create(url, allow_private=allow_private)
+           description: str, enabled: bool) -> Webhook:
+    """The URL's syntax is checked here; where it resolves (DNS: network I/O) is checked by the
+    caller before the transaction opens (`destinations.check_at_create`), and at every delivery."""
+    destinations.parse(url)
     count = len(list(session.scalars(select(Webhook.id).where(Webhook.project_id == project_id))))
     if count >= MAX_PER_PROJECT:
         raise InvalidInput(f"a project has at most {MAX_PER_PROJECT} webhooks", param="url")
@@ -76,9 +78,9 @@ def list_hooks(session: Session, *, project_id: str) -> list[Webhook]:
 
 
 def update(session: Session, *, clock: Clock, hook: Webhook, url: str | None, event_types: list[str] | None,
-           description: str | None, enabled: bool | None, allow_private: bool) -> Webhook:
+           description: str | None, enabled: bool | None) -> Webhook:
     if url is not None and url != hook.url:
-        destinations.check_at_create(url, allow_private=allow_private)
+        destinations.parse(url)  # and `check_at_create` by the caller, as for create
         hook.url = url
     if event_types is not None:
         hook.event_types = sorted(set(event_types))
