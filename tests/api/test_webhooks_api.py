@@ -235,3 +235,22 @@ def test_events_are_listed_oldest_first_paginated_and_filtered(client: TestClien
     bad = client.get("/v1/events", params={"cursor": "abc"}, headers=auth(project_key))
     assert bad.status_code == 422 and bad.json()["param"] == "cursor"
     assert json.loads(json.dumps(seen))  # plain JSON throughout
+
+
+def test_a_named_host_is_pinned_to_its_checked_address_and_keeps_its_host_header(
+        client: TestClient, fleet: Fleet, project_key: str, receiver: Receiver, state: AppState) -> None:
+    port = receiver.url.split(":")[2].split("/")[0]
+    created = hook(client, project_key, f"http://localhost:{port}/hook?a=1")
+    fleet.host("h-n")
+    client.post("/v1/instances", json={"name": "n", "gpu": "h100"}, headers=auth(project_key))
+    dispatcher.run_once(state)
+    (got,) = receiver.received
+    assert got.headers["host"] == f"localhost:{port}" and got.path == "/hook?a=1"
+    assert got.verify(created["secret"])["type"] == "instance.lifecycle"
+    state.settings.allow_private_webhooks = False  # the same endpoint, now refused at delivery time
+    client.patch("/v1/instances/n", json={"labels": {"x": "y"}}, headers=auth(project_key))
+    dispatcher.run_once(state)
+    assert len(receiver.received) == 1
+    refused = client.get(f"/v1/webhooks/{created['id']}/deliveries", params={"status": "pending"},
+                         headers=auth(project_key)).json()["data"]
+    assert refused[0]["error"].startswith("destination refused") and refused[0]["http_status"] is None
