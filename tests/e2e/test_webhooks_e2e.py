@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from coldplate.cli.main import app
-from tests.e2e.conftest import _wait, free_port
+from tests.e2e.conftest import Cluster, _wait, free_port
 from tests.webhook_receiver import receiving
 
 ADMIN = "cp_e2e_admin"
@@ -146,3 +146,11 @@ def test_cli_webhooks_and_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_a_plain_server_refuses_private_destinations(server: Cluster) -> None:
+    """`coldplate server` without --allow-private-webhooks (no traffic is sent to these addresses)."""
+    for target in ("http://127.0.0.1:9/hook", "http://10.0.0.1/hook", "http://169.254.169.254/latest/meta-data"):
+        answer = httpx.post(f"{server.url}/v1/webhooks", json={"url": target}, headers=H)
+        assert answer.status_code == 422 and answer.json()["param"] == "url", answer.text
+        assert "allow-private-webhooks" in answer.json()["detail"]
