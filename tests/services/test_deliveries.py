@@ -230,3 +230,22 @@ def test_a_round_is_recorded_at_once_skipping_lost_leases(state: AppState, clock
     assert lost == [stolen.delivery_id]
     statuses = {r.id: r.status for r in _rows(state)}
     assert statuses.pop(stolen.delivery_id) == "pending" and set(statuses.values()) == {"delivered"}
+
+
+def test_retention_keeps_pending_deliveries_and_drops_old_finished_ones(state: AppState, clock: FakeClock) -> None:
+    from coldplate.loops import retention
+
+    project = _project(state)
+    _hook(state, project)
+    for _ in range(3):
+        _event(state, project)
+    _fan_out(state)
+    jobs = _claim(state, "d")
+    _record(state, "d", jobs[0], OK)
+    _record(state, "d", jobs[1], Outcome(status_code=410, latency_ms=1))  # failed (and the hook disabled)
+    clock.advance(29 * 86400)
+    retention.run_once(state)
+    assert len(_rows(state)) == 3
+    clock.advance(2 * 86400)
+    retention.run_once(state)
+    assert [r.status for r in _rows(state)] == ["pending"]  # jobs[2]: leased then expired, still owed

@@ -1,4 +1,5 @@
-"""Deletes what is kept only for a while: answered agent tasks and old metric samples."""
+"""Deletes what is kept only for a while: answered agent tasks, old metric samples, and finished
+webhook deliveries (the delivery log)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from datetime import timedelta
 
 from sqlalchemy import delete, or_
 
-from coldplate.db.tables import AgentTask, MetricSample
+from coldplate.db.tables import AgentTask, MetricSample, WebhookDelivery
 from coldplate.state import AppState
 
 TASKS_KEPT = timedelta(hours=1)
+DELIVERIES_KEPT = timedelta(days=30)  # pending ones stay however old: they are still owed
 
 
 def run_once(app: AppState) -> int:
@@ -19,4 +21,7 @@ def run_once(app: AppState) -> int:
                                                             AgentTask.created_at < now - TASKS_KEPT)))
         samples = session.execute(delete(MetricSample).where(
             MetricSample.at < now - timedelta(seconds=app.settings.metrics_retention_s)))
-    return int(tasks.rowcount or 0) + int(samples.rowcount or 0)  # type: ignore[attr-defined]
+        deliveries = session.execute(delete(WebhookDelivery).where(
+            WebhookDelivery.status != "pending", WebhookDelivery.created_at < now - DELIVERIES_KEPT))
+    counts = [result.rowcount for result in (tasks, samples, deliveries)]  # type: ignore[attr-defined]
+    return sum(int(count or 0) for count in counts)
