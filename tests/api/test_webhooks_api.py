@@ -254,3 +254,18 @@ def test_a_named_host_is_pinned_to_its_checked_address_and_keeps_its_host_header
     refused = client.get(f"/v1/webhooks/{created['id']}/deliveries", params={"status": "pending"},
                          headers=auth(project_key)).json()["data"]
     assert refused[0]["error"].startswith("destination refused") and refused[0]["http_status"] is None
+
+
+def test_redirects_are_not_followed(client: TestClient, fleet: Fleet, project_key: str, receiver: Receiver,
+                                    state: AppState, clock: FakeClock) -> None:
+    """A redirect could point anywhere (past the destination check): it counts as a failure."""
+    created = hook(client, project_key, receiver.url)
+    receiver.script = [307]
+    fleet.host("h-3")
+    client.post("/v1/instances", json={"name": "m", "gpu": "h100"}, headers=auth(project_key))
+    dispatcher.run_once(state)
+    (logged,) = client.get(f"/v1/webhooks/{created['id']}/deliveries", headers=auth(project_key)).json()["data"]
+    assert (logged["status"], logged["http_status"], len(receiver.refused)) == ("pending", 307, 1)
+    clock.advance(6.1)
+    dispatcher.run_once(state)
+    assert len(receiver.received) == 1 and receiver.received[0].webhook_id == logged["id"]
