@@ -54,8 +54,9 @@ def bootstrap_admin(app_state: AppState, *, data_dir: Path, env_key: str | None)
     return created
 
 
-def make_server_app(*, data_dir: Path, url: str | None) -> tuple[FastAPI, AppState, str | None]:
-    app_state = build_state(database_url(data_dir, url))
+def make_server_app(*, data_dir: Path, url: str | None,
+                    settings: Settings | None = None) -> tuple[FastAPI, AppState, str | None]:
+    app_state = build_state(database_url(data_dir, url), settings=settings)
     created = bootstrap_admin(app_state, data_dir=data_dir, env_key=os.environ.get("COLDPLATE_ADMIN_KEY"))
     background = start_all if app_state.settings.run_loops else None
     return create_app(app_state, background=background), app_state, created

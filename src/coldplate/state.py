@@ -46,6 +46,8 @@ class Settings:
     lease_ttl_s: float = 60.0  # how long a loop's claim on a row lasts before another may take it
     metrics_retention_s: float = 24 * 3600
     run_loops: bool = True
+    allow_private_webhooks: bool = False  # `coldplate server --allow-private-webhooks`; `coldplate up` sets it
+    webhook_lease_s: float = 30.0  # a dispatcher that dies mid-send leaves its deliveries this long
 
 
 @dataclass

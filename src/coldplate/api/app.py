@@ -18,9 +18,11 @@ from coldplate.api import (
     routes_admin,
     routes_agent,
     routes_catalog,
+    routes_events,
     routes_instances,
     routes_join_tokens,
     routes_ssh_keys,
+    routes_webhooks,
 )
 from coldplate.state import AppState
 
@@ -43,7 +45,7 @@ def create_app(app_state: AppState, *, background: Background | None = None) -> 
     app.state.coldplate = app_state
     problems.install(app)
     for module in (routes_instances, routes_access, routes_catalog, routes_admin, routes_agent, routes_ssh_keys,
-                   routes_join_tokens):
+                   routes_join_tokens, routes_events, routes_webhooks):
         app.include_router(module.router)
 
     @app.get("/healthz")

@@ -13,9 +13,12 @@ import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from coldplate.clock import isoformat
-from coldplate.db.tables import Hostnode, Instance
-from coldplate.domain import catalog, pricing
+from coldplate.db.tables import Hostnode
+from coldplate.domain import pricing
 from coldplate.services.hostnodes import host_prices
+from coldplate.views import gpu_view, instance_view
+
+__all__ = ["gpu_view", "instance_view"]  # re-exported: the views moved to coldplate/views.py
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 SSH_KEY = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( .*)?$")
@@ -230,7 +233,8 @@ class ProjectIn(Strict):
 
 class KeyIn(Strict):
     name: str = Field(min_length=1, max_length=200)
-    scopes: list[str] = Field(default_factory=lambda: ["instances:read", "instances:write", "billing:read"],
+    scopes: list[str] = Field(default_factory=lambda: ["instances:read", "instances:write", "billing:read",
+                                                       "webhooks:read", "webhooks:write"],
                               min_length=1)
 
 
@@ -334,31 +338,6 @@ class ExecIn(Strict):
 
     def argv(self) -> list[str]:
         return ["sh", "-c", self.cmd] if isinstance(self.cmd, str) else self.cmd
-
-
-def gpu_view(slug: str, count: int) -> dict[str, Any]:
-    gpu = catalog.gpu_type(slug)
-    return {"type": gpu.slug, "name": gpu.name, "count": count}
-
-
-def instance_view(inst: Instance) -> dict[str, Any]:
-    ssh = f"ssh root@{inst.ip} -p {inst.ssh_port}" if inst.ip and inst.ssh_port else None
-    return {
-        "id": inst.id, "name": inst.name, "project_id": inst.project_id, "status": inst.status,
-        "status_reason": inst.status_reason, "failure_reason": inst.failure_reason,
-        "gpu": gpu_view(inst.gpu_type, inst.gpu_count), "gpu_indices": inst.gpu_indices, "vcpus": inst.vcpus,
-        "memory_gb": inst.memory_gb, "disk_gb": inst.disk_gb, "hostnode_id": inst.hostnode_id,
-        "region": inst.region, "image": inst.image, "cmd": inst.cmd, "entrypoint": inst.entrypoint,
-        "env": inst.env, "labels": inst.labels, "spot": inst.spot, "volumes": inst.volumes,
-        "cloud_init": inst.cloud_init,
-        "price_per_hour": pricing.format_micros(inst.price_micros),
-        "max_price_per_hour": None if inst.max_price_micros is None else pricing.format_micros(inst.max_price_micros),
-        "ip": inst.ip, "ports": inst.ports, "ssh_port": inst.ssh_port, "ssh_command": ssh,
-        "exit_code": inst.exit_code, "exit_message": inst.exit_message,
-        "created_at": isoformat(inst.created_at), "ready_at": isoformat(inst.ready_at),
-        "stopped_at": isoformat(inst.stopped_at), "terminated_at": isoformat(inst.terminated_at),
-        "expires_at": isoformat(inst.expires_at),
-    }
 
 
 def hostnode_view(host: Hostnode) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import typer
 
+from coldplate.cli import webhooks as webhooks_cli
 from coldplate.cli.resources import register
 
 app = typer.Typer(help="coldplate: a self-hosted GPU cloud.", no_args_is_help=True, add_completion=False)
@@ -34,13 +35,21 @@ def server(
     port: int = typer.Option(8787, help="Port to listen on."),
     data_dir: Path = typer.Option(None, help="Where the SQLite database and admin key live (~/.coldplate)."),
     database_url: str = typer.Option(None, envvar="COLDPLATE_DATABASE_URL", help="PostgreSQL URL instead of SQLite."),
+    allow_private_webhooks: bool = typer.Option(False, help="Let webhooks go to loopback, private and link-local "
+                                                "addresses (refused by default: they could reach internal services)."),
+    webhook_lease_seconds: float = typer.Option(30.0, min=1, help="How long a webhook delivery being sent is held "
+                                                "by this server; if it dies, another sends it again after this."),
 ) -> None:
     """Run the control plane (API and background loops)."""
     from coldplate.server import make_server_app, serve
+    from coldplate.state import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per webhook delivery
     directory = _data_dir(data_dir)
-    fastapi_app, _, created = make_server_app(data_dir=directory, url=database_url)
+    fastapi_app, _, created = make_server_app(data_dir=directory, url=database_url,
+                                              settings=Settings(allow_private_webhooks=allow_private_webhooks,
+                                                                webhook_lease_s=webhook_lease_seconds))
     if created:
         typer.echo(f"admin API key (shown once, also in {directory / 'admin-key'}): {created}")
     typer.echo(f"coldplate server listening on http://{host}:{port}")
@@ -143,10 +152,13 @@ def up(
     from coldplate.agent.local import docker_answers
     from coldplate.server import make_server_app, serve
     from coldplate.services import join_tokens
+    from coldplate.state import Settings
 
     logging.basicConfig(level=logging.WARNING)
     directory = _data_dir(data_dir)
-    fastapi_app, app_state, created = make_server_app(data_dir=directory, url=None)
+    # One user on one machine: webhooks to local receivers are what they want.
+    fastapi_app, app_state, created = make_server_app(data_dir=directory, url=None,
+                                                      settings=Settings(allow_private_webhooks=True))
     with app_state.tx() as session:
         # Only for the agents started below, which pass it in their environment and then re-register
         # with the agent tokens they keep in the data directory: it need not outlive their start.
@@ -209,3 +221,4 @@ def _wait_healthy(url: str, timeout: float = 30.0) -> None:
 
 
 register(app)
+webhooks_cli.register(app)

@@ -13,9 +13,10 @@ from coldplate.client.errors import (
 )
 from coldplate.client.models import ApiKey, GpuType, Hostnode, Instance, InstanceEvent, Offer, Project, Region
 from coldplate.client.sync import Client
+from coldplate.client.webhooks import Delivery, Event, Webhook
 
 __all__ = [
     "AsyncClient", "Client", "ColdplateError", "AuthError", "IdempotencyConflictError", "InvalidStateError",
     "NoCapacityError", "NotFoundError", "ValidationError", "WaitTimeoutError", "ApiKey", "GpuType", "Hostnode",
-    "Instance", "InstanceEvent", "Offer", "Project", "Region",
+    "Instance", "InstanceEvent", "Offer", "Project", "Region", "Delivery", "Event", "Webhook",
 ]

@@ -9,6 +9,7 @@ import httpx
 
 from coldplate.client import models
 from coldplate.client import operations as ops
+from coldplate.client import webhooks as wh
 from coldplate.client.errors import WaitTimeoutError, raise_for_problem
 
 T = TypeVar("T")
@@ -147,3 +148,48 @@ class Client:
 
     def instance_logs(self, ref: str, *, tail: int = 100) -> str:
         return self._do(ops.instance_logs(ref, tail))
+
+    def list_events(self, *, type: str | None = None, instance_id: str | None = None,
+                    since: str | None = None) -> list[wh.Event]:
+        """Every event of the project (all pages), oldest first."""
+        out: list[wh.Event] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = self._do(wh.events_page(type, instance_id, since, cursor))
+            out += page
+            if cursor is None:
+                return out
+
+    def create_webhook(self, url: str, *, event_types: list[str] | None = None, description: str | None = None,
+                       enabled: bool | None = None) -> wh.Webhook:
+        return self._do(wh.create_webhook(url, event_types, description, enabled))
+
+    def list_webhooks(self) -> list[wh.Webhook]:
+        return self._do(wh.list_webhooks())
+
+    def get_webhook(self, webhook_id: str) -> wh.Webhook:
+        return self._do(wh.get_webhook(webhook_id))
+
+    def update_webhook(self, webhook_id: str, *, url: str | None = None, event_types: list[str] | None = None,
+                       description: str | None = None, enabled: bool | None = None) -> wh.Webhook:
+        return self._do(wh.update_webhook(webhook_id, {"url": url, "event_types": event_types,
+                                                        "description": description, "enabled": enabled}))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._do(wh.delete_webhook(webhook_id))
+
+    def rotate_webhook_secret(self, webhook_id: str) -> wh.Webhook:
+        return self._do(wh.rotate_webhook_secret(webhook_id))
+
+    def list_webhook_deliveries(self, webhook_id: str, *, status: str | None = None) -> list[wh.Delivery]:
+        """Newest first, all pages."""
+        out: list[wh.Delivery] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = self._do(wh.deliveries_page(webhook_id, status, cursor))
+            out += page
+            if cursor is None:
+                return out
+
+    def redeliver_webhook(self, webhook_id: str, delivery_id: str) -> wh.Delivery:
+        return self._do(wh.redeliver(webhook_id, delivery_id))

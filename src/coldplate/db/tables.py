@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -172,7 +172,13 @@ class Event(Base):
     reason: Mapped[str | None] = mapped_column(String(40))
     data: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
-    delivered_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]  # when the webhook dispatcher fanned it out to deliveries
+
+    __table_args__ = (
+        # The dispatcher's queue: events not yet fanned out, in order.
+        Index("ix_events_undelivered", "seq", sqlite_where=text("delivered_at IS NULL"),
+              postgresql_where=text("delivered_at IS NULL")),
+    )
 
 
 class IdempotencyRecord(Base):
@@ -210,3 +216,51 @@ class MetricSample(Base):
     values: Mapped[dict[str, Any]]
 
     __table_args__ = (Index("ix_metric_samples_instance_at", "instance_id", "at"), Index("ix_metric_samples_at", "at"))
+
+
+class Webhook(Base):
+    """A project's webhook endpoint. The secrets are kept in clear: signing needs them."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    event_types: Mapped[list[Any]]  # empty: every type
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(40))
+    secret: Mapped[str] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_expires_at: Mapped[datetime | None]
+    failing_since: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: its exact body (so every attempt sends the same bytes under the
+    same `webhook-id`), the last attempt's outcome, and the lease of the dispatcher sending it."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the webhook-id header
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_seq: Mapped[int]
+    event_type: Mapped[str] = mapped_column(String(60))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None]
+    last_latency_ms: Mapped[int | None]
+    last_response: Mapped[str | None] = mapped_column(String(1024))
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(40))
+    lease_expires_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("uq_webhook_deliveries_event", "webhook_id", "event_seq", unique=True),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )

@@ -1,4 +1,5 @@
-"""Deletes what is kept only for a while: answered agent tasks and old metric samples.
+"""Deletes what is kept only for a while: answered agent tasks, old metric samples and finished
+webhook deliveries (the delivery log).
 
 Unlike the other loops it works in batches, not one transaction per row: a delete changes no
 lifecycle and writes no event, and two replicas deleting the same rows is harmless, so it needs
@@ -11,10 +12,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from coldplate.services import agent_tasks, metrics
+from coldplate.services import agent_tasks, deliveries, metrics
 from coldplate.state import AppState
 
 TASKS_KEPT = timedelta(hours=1)
+DELIVERIES_KEPT = timedelta(days=30)  # pending ones stay however old: they are still owed
 BATCH = 1000
 
 
@@ -33,5 +35,7 @@ def run_once(app: AppState, owner: str | None = None) -> int:
     now = app.clock.now()
     tasks_before: datetime = now - TASKS_KEPT
     samples_before: datetime = now - timedelta(seconds=app.settings.metrics_retention_s)
+    deliveries_before: datetime = now - DELIVERIES_KEPT
     return (_drain(app, lambda s: agent_tasks.purge(s, before=tasks_before, limit=BATCH))
-            + _drain(app, lambda s: metrics.purge(s, before=samples_before, limit=BATCH)))
+            + _drain(app, lambda s: metrics.purge(s, before=samples_before, limit=BATCH))
+            + _drain(app, lambda s: deliveries.purge(s, before=deliveries_before, limit=BATCH)))

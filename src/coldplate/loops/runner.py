@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from fastapi.concurrency import run_in_threadpool
 
-from coldplate.loops import hosts, retention, timers
+from coldplate.loops import hosts, retention, timers, webhooks
 from coldplate.services.leases import new_owner
+from coldplate.services.outbox import OUTBOX
 from coldplate.state import AppState
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,10 @@ log = logging.getLogger(__name__)
 RunOnce = Callable[[AppState, str], object]
 LOOPS: dict[str, RunOnce] = {
     "timers": timers.run_once, "hosts": hosts.run_once, "retention": retention.run_once,
+    "webhooks": webhooks.run_once,
 }
+# Loops that also run as soon as a commit touched this wake-up key (not only every interval).
+WAKE_ON: dict[str, str] = {"webhooks": OUTBOX}
 
 
 class Runner:
@@ -44,9 +48,20 @@ class Runner:
         return {name: self.run_loop(name) for name in self.loops}
 
     async def run_forever(self, name: str) -> None:
-        while True:
-            await run_in_threadpool(self.run_loop, name)
-            await asyncio.sleep(self.app.settings.loop_interval_s)
+        signals, key = self.app.signals, WAKE_ON.get(name)
+        waiter = signals.subscribe(key) if key is not None else None
+        try:
+            while True:
+                if waiter is not None:
+                    waiter.clear()  # before the pass, so a commit during it runs the next one at once
+                await run_in_threadpool(self.run_loop, name)
+                if waiter is not None and not signals.closing:
+                    await signals.wait(waiter, self.app.settings.loop_interval_s)
+                else:
+                    await asyncio.sleep(self.app.settings.loop_interval_s)
+        finally:
+            if key is not None and waiter is not None:
+                signals.unsubscribe(key, waiter)
 
     def start(self) -> list[asyncio.Task[None]]:
         return [asyncio.create_task(self.run_forever(name), name=f"loop-{name}") for name in self.loops]

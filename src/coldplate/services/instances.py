@@ -193,7 +193,7 @@ def _insert(session: Session, *, clock: Clock, project_id: str, req: InstanceReq
     inst = Instance(**values)
     make_transient_to_detached(inst)  # every column is set: the object is what a SELECT would load
     session.add(inst)
-    outbox.record(session, clock=clock, project_id=project_id, instance_id=inst.id, type="instance.provisioning",
+    outbox.record(session, clock=clock, project_id=project_id, instance_id=inst.id, type="instance.lifecycle",
                   from_status=None, to_status=Status.PROVISIONING.value, reason="user",
                   data={"hostnode_id": host.id})
     return inst

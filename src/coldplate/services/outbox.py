@@ -10,7 +10,9 @@ from sqlalchemy.orm import Session
 from coldplate.clock import Clock
 from coldplate.db.tables import Event
 from coldplate.ids import new_id
+from coldplate.services import signals
 
+OUTBOX = "outbox"  # the wake-up key of every new event: the webhook dispatcher waits on it
 INSERT_EVENT = insert(cast(Table, Event.__table__))  # built once: a Core insert costs a third of session.add
 
 
@@ -25,6 +27,7 @@ def record(
         "from_status": from_status, "to_status": to_status, "reason": reason, "data": data or {},
         "created_at": clock.now(),
     })
+    signals.touch(session, OUTBOX)
 
 
 def instance_events(session: Session, *, instance_id: str) -> list[Event]:

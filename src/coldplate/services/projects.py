@@ -13,8 +13,8 @@ from coldplate.ids import hash_secret, new_id, new_secret
 from coldplate.services.errors import InvalidInput, NotFound, Unauthorized
 
 ADMIN_PROJECT_ID = "prj_admin"
-SCOPES = ("instances:read", "instances:write", "billing:read", "admin")
-PROJECT_SCOPES = ("instances:read", "instances:write", "billing:read")
+SCOPES = ("instances:read", "instances:write", "billing:read", "webhooks:read", "webhooks:write", "admin")
+PROJECT_SCOPES = ("instances:read", "instances:write", "billing:read", "webhooks:read", "webhooks:write")
 
 
 @dataclass(frozen=True)

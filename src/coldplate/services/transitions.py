@@ -46,7 +46,7 @@ def transition(session: Session, *, clock: Clock, inst: Instance, target: Status
     elif target is Status.TERMINATED:
         inst.terminated_at = now
     outbox.record(session, clock=clock, project_id=inst.project_id, instance_id=inst.id,
-                  type=f"instance.{target.value}", from_status=current.value, to_status=target.value,
+                  type="instance.lifecycle", from_status=current.value, to_status=target.value,
                   reason=inst.status_reason, data={"failure_reason": inst.failure_reason} if failure_reason else {})
     if inst.hostnode_id is not None:
         capacity.bump_assignments(session, inst.hostnode_id)
