@@ -24,6 +24,7 @@ class Settings:
     loop_interval_s: float = 1.0
     metrics_retention_s: float = 24 * 3600
     run_loops: bool = True
+    max_body_bytes: int = 2 * 1024 * 1024  # larger request bodies are refused (413)
 
 
 @dataclass

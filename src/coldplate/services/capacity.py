@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from coldplate.db.tables import Hostnode
 from coldplate.domain.placement import HostSnapshot
 from coldplate.services import signals
+from coldplate.services.errors import Contention
 
 MAX_CAS_ATTEMPTS = 50
 HOSTNODES = cast(Table, Hostnode.__table__)
@@ -24,8 +25,8 @@ HOSTNODES = cast(Table, Hostnode.__table__)
 HostRow = Hostnode | Row[Any]
 
 
-class CasFailed(Exception):
-    pass
+class CasFailed(Contention):
+    """A hostnode's allocation kept changing under us: a 409 `contention`, never a 500."""
 
 
 def fresh_host(session: Session, host_id: str) -> Hostnode | None:
@@ -75,7 +76,7 @@ def mutate(session: Session, host_id: str, change: Callable[[Hostnode], dict[str
         values = change(host)
         if values is None or compare_and_set(session, host, values):
             return
-    raise CasFailed(host_id)
+    raise CasFailed(f"hostnode {host_id} is busy with other requests; try again", param="hostnode_id")
 
 
 def bump_assignments(session: Session, host_id: str) -> None:
