@@ -69,10 +69,10 @@ class Prices(FromAgent):
     disk_gb_per_hour: Money = Decimal(0)
 
 
-class Registration(FromAgent):
-    """What a host is: sent at start and whenever the agent lost its token."""
+class HostInfo(FromAgent):
+    """What a host is: its agent builds it from its inventory (or a fleet file); the server's
+    registration service takes it as it is."""
 
-    join_token: Annotated[SafeStr, Field(min_length=1, max_length=200)]
     name: Annotated[SafeStr, Field(min_length=1, max_length=200)]
     region: Annotated[SafeStr, Field(min_length=1, max_length=20)]
     location: Location = Field(default_factory=Location)
@@ -85,6 +85,12 @@ class Registration(FromAgent):
     address: Annotated[SafeStr, Field(min_length=1, max_length=200)] = "127.0.0.1"
     heartbeat_timeout_seconds: int = Field(default=30, ge=1, le=3600)
     uptime_pct: FiniteFloat = Field(default=100.0, ge=0, le=100)
+
+
+class Registration(HostInfo):
+    """A host's info with the join token: sent at start and whenever the agent lost its token."""
+
+    join_token: Annotated[SafeStr, Field(min_length=1, max_length=200)]
 
 
 class Registered(FromServer):

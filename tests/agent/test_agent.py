@@ -11,14 +11,15 @@ import httpx
 import pytest
 
 from coldplate import protocol
-from coldplate.agent.daemon import Agent, HostSpec
+from coldplate.agent.daemon import Agent
 from coldplate.agent.fleet import DEMO_FLEET, FleetError, load_fleet
 from coldplate.agent.retention import WorkspaceRetention
 from coldplate.agent.runtimes.base import Assignment
 from coldplate.agent.runtimes.sim import SimRuntime
 
-SPEC = HostSpec(name="h", region="eu", gpu_model="H100", gpu_count=8, vcpus=64, memory_gb=512, disk_gb=1000,
-                port_range=(20000, 20999), prices={"gpu_per_hour": "2", "spot_gpu_per_hour": "1"})
+SPEC = protocol.HostInfo.model_validate({
+    "name": "h", "region": "eu", "gpu": {"model": "H100", "count": 8}, "vcpus": 64, "memory_gb": 512, "disk_gb": 1000,
+    "port_range": (20000, 20999), "prices": {"gpu_per_hour": "2", "spot_gpu_per_hour": "1"}})
 
 
 class StandInServer:
@@ -139,12 +140,12 @@ async def test_sim_runtime_exit_codes() -> None:
 
 def test_demo_fleet_loads_with_distinct_ports() -> None:
     specs = load_fleet(DEMO_FLEET)
-    assert len(specs) == 12 and {s.region for s in specs} == {"na", "eu", "apac"}
-    ranges = sorted(s.port_range for s in specs)
+    assert len(specs) == 12 and {s.info.region for s in specs} == {"na", "eu", "apac"}
+    ranges = sorted(s.info.port_range for s in specs)
     assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
     many = load_fleet(DEMO_FLEET, hosts=30)
-    assert len(many) == 30 and len({s.name for s in many}) == 30
-    ranges = sorted(s.port_range for s in many)
+    assert len(many) == 30 and len({s.info.name for s in many}) == 30
+    ranges = sorted(s.info.port_range for s in many)
     assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
 
 

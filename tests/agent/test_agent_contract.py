@@ -12,12 +12,13 @@ import httpx
 import pytest
 
 from coldplate import protocol
-from coldplate.agent.daemon import Agent, HostSpec
+from coldplate.agent.daemon import Agent
 from coldplate.agent.runtimes.base import Assignment, RuntimeFailure
 from coldplate.agent.runtimes.sim import SimRuntime
 
-SPEC = HostSpec(name="h", region="eu", gpu_model="H100", gpu_count=8, vcpus=64, memory_gb=512, disk_gb=1000,
-                port_range=(20000, 20999), prices={"gpu_per_hour": "2", "spot_gpu_per_hour": "1"})
+SPEC = protocol.HostInfo.model_validate({
+    "name": "h", "region": "eu", "gpu": {"model": "H100", "count": 8}, "vcpus": 64, "memory_gb": 512, "disk_gb": 1000,
+    "port_range": (20000, 20999), "prices": {"gpu_per_hour": "2", "spot_gpu_per_hour": "1"}})
 
 
 def assignment(instance_id: str, status: str = "provisioning", desired: str = "running") -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,11 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy import create_engine, text
 
+from coldplate import protocol
 from coldplate.api.app import create_app
 from coldplate.clock import FakeClock
-from coldplate.domain import pricing
 from coldplate.server import build_state
 from coldplate.services import hostnodes, projects
-from coldplate.services.hostnodes import HostSpec
 from coldplate.state import AppState, Settings
 from tests.conftest import ADMIN_KEY, PG_URL
 
@@ -59,11 +57,9 @@ def _world(url: str) -> tuple[AppState, dict[str, str]]:
         _, project_key = projects.create_key(session, clock=state.clock, project_id=project.id, name="fuzz",
                                              scopes=["instances:read", "instances:write", "billing:read"])
         _, join = projects.create_join_token(session, clock=state.clock, name="fuzz")
-        price = pricing.to_micros(Decimal("2"))
-        spec = HostSpec(name="fuzz-host", region="eu", city="", country="", address="127.0.0.1", gpu_model="H100",
-                        gpu_count=8, gpu_memory_mb=0, gpu_uuids=[], vcpus=64, memory_gb=512, disk_gb=1000,
-                        port_lo=30000, port_hi=30099,
-                        prices_micros={"gpu_per_hour": price, "spot_gpu_per_hour": price})
+        spec = protocol.HostInfo.model_validate({
+            "name": "fuzz-host", "region": "eu", "gpu": {"model": "H100", "count": 8}, "vcpus": 64, "memory_gb": 512,
+            "disk_gb": 1000, "port_range": (30000, 30099), "prices": {"gpu_per_hour": "2", "spot_gpu_per_hour": "2"}})
         _, agent_token = hostnodes.register(session, clock=state.clock, join_token=join, spec=spec)
     return state, {"admin": ADMIN_KEY, "project": project_key, "agent": agent_token}
 

@@ -11,7 +11,6 @@ import functools
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -26,43 +25,8 @@ log = logging.getLogger(__name__)
 REPORT_ATTEMPTS = 5
 
 
-@dataclass(frozen=True)
-class HostSpec:
-    name: str
-    region: str
-    gpu_model: str
-    gpu_count: int
-    vcpus: int
-    memory_gb: int
-    disk_gb: int
-    port_range: tuple[int, int]
-    prices: dict[str, str]
-    city: str = ""
-    country: str = ""
-    address: str = "127.0.0.1"
-    gpu_memory_mb: int = 0
-    gpu_uuids: list[str] = field(default_factory=list)
-    gpu_driver_version: str | None = None
-    gpu_simulated: bool = False
-    heartbeat_timeout_s: int = 30
-    start_delay_s: float = 0.0
-    failure_rate: float = 0.0
-
-    def registration(self, join_token: str) -> protocol.Registration:
-        return protocol.Registration(
-            join_token=join_token, name=self.name, region=self.region,
-            location=protocol.Location(city=self.city, country=self.country),
-            gpu=protocol.Gpu(model=self.gpu_model, count=self.gpu_count, memory_mb=self.gpu_memory_mb,
-                             uuids=self.gpu_uuids, driver_version=self.gpu_driver_version,
-                             simulated=self.gpu_simulated),
-            vcpus=self.vcpus, memory_gb=self.memory_gb, disk_gb=self.disk_gb, port_range=self.port_range,
-            prices=protocol.Prices.model_validate(self.prices), address=self.address,
-            heartbeat_timeout_seconds=self.heartbeat_timeout_s,
-        )
-
-
 class Agent:
-    def __init__(self, *, server_url: str, join_token: str, spec: HostSpec, runtime: Runtime,
+    def __init__(self, *, server_url: str, join_token: str, spec: protocol.HostInfo, runtime: Runtime,
                  client: httpx.AsyncClient | None = None, heartbeat_interval: float = 5.0,
                  poll_wait: float = 25.0, retry_delay: float = 0.5,
                  gpu_usage: Callable[[list[int]], dict[str, float]] | None = None,
@@ -87,9 +51,12 @@ class Agent:
         self._starting: set[str] = set()
         self._assigned: dict[str, Assignment] | None = None  # as of the last poll; None before the first
 
+    def registration(self) -> protocol.Registration:
+        return protocol.Registration.model_validate({**self.spec.model_dump(), "join_token": self.join_token})
+
     async def register(self) -> None:
         response = await self.client.post(f"{self.server_url}/v1/agent/register",
-                                          json=self.spec.registration(self.join_token).model_dump(mode="json"))
+                                          json=self.registration().model_dump(mode="json"))
         response.raise_for_status()
         registered = protocol.Registered.model_validate(response.json())
         self.hostnode_id, self.token = registered.hostnode_id, registered.agent_token

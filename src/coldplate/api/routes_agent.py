@@ -16,31 +16,18 @@ from coldplate.api.schemas import Ref
 from coldplate.checked import INT64_MAX
 from coldplate.clock import isoformat
 from coldplate.db.tables import Hostnode, Instance
-from coldplate.domain import pricing
 from coldplate.domain.lifecycle import Status
 from coldplate.services import actions, agent_tasks, hostnodes, metrics
-from coldplate.services.hostnodes import HostSpec
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/agent", responses=PROBLEM_RESPONSES)
-
-
-def _spec(body: protocol.Registration) -> HostSpec:
-    prices = {k: pricing.to_micros(v) for k, v in body.prices.model_dump().items()}
-    return HostSpec(
-        name=body.name, region=body.region, city=body.location.city, country=body.location.country,
-        address=body.address, gpu_model=body.gpu.model, gpu_count=body.gpu.count, gpu_memory_mb=body.gpu.memory_mb,
-        gpu_uuids=body.gpu.uuids, vcpus=body.vcpus, memory_gb=body.memory_gb, disk_gb=body.disk_gb,
-        port_lo=body.port_range[0], port_hi=body.port_range[1], prices_micros=prices,
-        heartbeat_timeout_s=body.heartbeat_timeout_seconds, uptime_pct=body.uptime_pct,
-    )
 
 
 @router.post("/register", status_code=201)
 def register(body: protocol.Registration, request: Request) -> protocol.Registered:
     app = state(request)
     with app.tx() as session:
-        host, token = hostnodes.register(session, clock=app.clock, join_token=body.join_token, spec=_spec(body))
+        host, token = hostnodes.register(session, clock=app.clock, join_token=body.join_token, spec=body)
         return protocol.Registered(hostnode_id=host.id, agent_token=token)
 
 
