@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from coldplate.checked import SafeStr
 
@@ -32,8 +33,8 @@ def rows(items: Iterable[Row], view: Callable[[Row], dict[str, Any]], model: typ
     for item in items:
         try:
             data = view(item)
-            model.model_validate(data)
-        except (ValidationError, ValueError, KeyError, TypeError):
+            model.model_validate(data).model_dump_json()  # fits the schema, and can be encoded
+        except (ValidationError, PydanticSerializationError, ValueError, KeyError, TypeError):
             log.exception("row skipped: it cannot be answered", extra={"row_id": getattr(item, "id", None)})
             continue
         kept.append(data)

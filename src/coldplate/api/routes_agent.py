@@ -8,6 +8,7 @@ import time
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 from coldplate import protocol
 from coldplate.api.auth import agent_host, state
@@ -44,19 +45,21 @@ def heartbeat(body: protocol.Heartbeat, request: Request,
 
 
 def _assignment(inst: Instance) -> protocol.Assignment | None:
-    """The instance as its agent reads it; a row that does not fit the protocol is logged and
-    skipped, so that it cannot stall the host's other assignments."""
+    """The instance as its agent reads it; a row that does not fit the protocol (or cannot be
+    encoded) is logged and skipped, so that it cannot stall the host's other assignments."""
     try:
-        return protocol.Assignment(
+        assignment = protocol.Assignment(
             instance_id=inst.id, project_id=inst.project_id, name=inst.name, desired=inst.desired,
             status=inst.status, image=inst.image, cmd=inst.cmd, entrypoint=inst.entrypoint, env=inst.env,
             gpu_indices=inst.gpu_indices, vcpus=inst.vcpus, memory_gb=inst.memory_gb, disk_gb=inst.disk_gb,
             ports=inst.ports, ssh_port=inst.ssh_port, ssh_keys=inst.ssh_keys, volumes=inst.volumes,
             cloud_init=inst.cloud_init, grace_seconds=inst.grace_seconds, force=inst.force,
         )
-    except (ValidationError, ValueError):
+        assignment.model_dump_json()
+    except (ValidationError, PydanticSerializationError, ValueError):
         log.exception("assignment skipped: the row does not fit the agent protocol", extra={"instance_id": inst.id})
         return None
+    return assignment
 
 
 @router.get("/assignments")
