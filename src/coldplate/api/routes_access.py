@@ -70,7 +70,9 @@ async def exec_(ref: Ref, body: ExecIn, request: Request,
     return {"exit_code": result["exit_code"], "stdout": result["stdout"], "stderr": result["stderr"]}
 
 
-@router.get("/{ref}/logs", response_model=None)
+@router.get("/{ref}/logs", response_model=None, responses={
+    200: {"description": "The lines as text, or a server-sent event stream with `follow`",
+          "content": {"text/plain": {"schema": {"type": "string"}}, "text/event-stream": {"schema": {"type": "string"}}}}})
 async def logs(ref: Ref, request: Request, principal: Principal = Depends(require("instances:read")),
                tail: int = Query(default=100, ge=0, le=10_000),
                follow: bool = False) -> PlainTextResponse | StreamingResponse:
