@@ -72,7 +72,8 @@ async def exec_(ref: Ref, body: ExecIn, request: Request,
 
 @router.get("/{ref}/logs", response_model=None, responses={
     200: {"description": "The lines as text, or a server-sent event stream with `follow`",
-          "content": {"text/plain": {"schema": {"type": "string"}}, "text/event-stream": {"schema": {"type": "string"}}}}})
+          "content": {"text/plain": {"schema": {"type": "string"}},
+                      "text/event-stream": {"schema": {"type": "string"}}}}})
 async def logs(ref: Ref, request: Request, principal: Principal = Depends(require("instances:read")),
                tail: int = Query(default=100, ge=0, le=10_000),
                follow: bool = False) -> PlainTextResponse | StreamingResponse:
