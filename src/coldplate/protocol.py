@@ -17,9 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from coldplate.checked import INT32_MAX, AbsolutePath, FiniteFloat, Int32, SafeStr
-from coldplate.domain.lifecycle import Desired, Status
-
-__all__ = ["Desired", "Status"]
+from coldplate.domain.lifecycle import Desired as Desired  # re-exported: the protocol's enums
+from coldplate.domain.lifecycle import Status as Status
 
 # Limits of what an agent may send (docs/api.md lists them).
 MAX_METRIC_SAMPLES = 1000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -14,7 +15,7 @@ from coldplate import protocol
 from coldplate.api.auth import agent_host, state
 from coldplate.api.problems import PROBLEM_RESPONSES, ApiProblem
 from coldplate.api.schemas import Ref
-from coldplate.checked import INT64_MAX
+from coldplate.checked import Int64
 from coldplate.clock import isoformat
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain.lifecycle import Status
@@ -64,7 +65,7 @@ def _assignment(inst: Instance) -> protocol.Assignment | None:
 
 @router.get("/assignments")
 async def assignments(request: Request, host: Hostnode = Depends(agent_host),
-                      since: int = Query(default=-1, ge=-1, le=INT64_MAX),
+                      since: Annotated[Int64, Query(ge=-1)] = -1,
                       wait: float = Query(default=25, ge=0, le=60, allow_inf_nan=False)) -> protocol.Assignments:
     app = state(request)
 
