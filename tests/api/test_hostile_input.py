@@ -44,6 +44,10 @@ FAMILIES: dict[str, list[Case]] = {
         ("GET", "/v1/instances?cursor=%00", None, 422, "cursor"),
         ("GET", "/v1/instances?status=%00", None, 422, "status"),
         ("GET", "/v1/offers?gpu=%00", None, 422, "gpu"),
+        ("POST", "/v1/instances/{iid}/exec", {"cmd": ["sh", NUL]}, 422, "cmd"),
+        ("POST", "/v1/projects/%00/keys", {"name": "k"}, 422, "project_id"),
+        ("POST", "/v1/projects/prj_admin/keys", {"name": "k", "scopes": [NUL]}, 422, "scopes.0"),
+        ("DELETE", "/v1/keys/%00", None, 422, "key_id"),
     ],
     "surrogate": [
         ("POST", "/v1/instances", instance(env={"E": SURROGATE}), 422, "env.E"),
@@ -94,6 +98,10 @@ FAMILIES: dict[str, list[Case]] = {
         ("GET", "/v1/instances?limit=" + str(HUGE), None, 422, "limit"),
         ("GET", "/v1/instances/{iid}/wait?timeout=nan", None, 422, "timeout"),
         ("GET", "/v1/offers?gpu=h100&gpu_count=" + str(HUGE), None, 422, "gpu_count"),
+        ("GET", "/v1/instances/{iid}/logs?tail=" + str(HUGE), None, 422, "tail"),
+        ("PATCH", "/v1/hostnodes/{host}", {"prices": {"gpu_per_hour": "NaN"}}, 422, "prices.gpu_per_hour"),
+        ("PATCH", "/v1/hostnodes/{host}", {"prices": {"gpu_per_hour": "1e30"}}, 422, "prices.gpu_per_hour"),
+        ("PATCH", "/v1/hostnodes/{host}", {"prices": {"gpu_per_hour": -1}}, 422, "prices.gpu_per_hour"),
     ],
     "types": [
         ("POST", "/v1/instances", instance(name=123), 422, "name"),
@@ -106,15 +114,18 @@ FAMILIES: dict[str, list[Case]] = {
         ("POST", "/v1/instances", "string", 422, None),
         ("PATCH", "/v1/instances/{iid}", {"name": {"a": 1}}, 422, "name"),
         ("POST", "/v1/projects", {"name": ["p"]}, 422, "name"),
+        ("GET", "/v1/instances/{iid}/metrics?since=yesterday", None, 422, "since"),
+        ("PATCH", "/v1/hostnodes/{host}", {"status": "exploded"}, 422, "status"),
     ],
 }
 
 
 def _run(w: World, case: Case) -> None:
     method, path, body, status, param = case
-    admin = path.startswith(("/v1/projects", "/v1/join-tokens"))
+    admin = path.startswith(("/v1/projects", "/v1/join-tokens", "/v1/keys", "/v1/hostnodes")) and method != "GET"
     headers = auth(ADMIN_KEY if admin else w.attacker)
-    response = send(w.client, method, path.replace("{iid}", w.instance), body, headers=headers)
+    response = send(w.client, method, path.replace("{iid}", w.instance).replace("{host}", w.host), body,
+                    headers=headers)
     assert_problem(response, status, param)
 
 
