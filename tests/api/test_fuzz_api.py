@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,27 @@ def _world(url: str) -> tuple[AppState, dict[str, str]]:
 
 SCHEMAS: dict[str, Any] = {}
 CREDENTIALS: dict[str, dict[str, str]] = {}
+STATES: dict[str, AppState] = {}
 for _kind in ("sqlite", "postgres"):
     _url = _database(_kind)
     if _url is None:
         continue
-    _state, CREDENTIALS[_kind] = _world(_url)
-    SCHEMAS[_kind] = schemathesis.openapi.from_asgi("/openapi.json", create_app(_state))
+    STATES[_kind], CREDENTIALS[_kind] = _world(_url)
+    SCHEMAS[_kind] = schemathesis.openapi.from_asgi("/openapi.json", create_app(STATES[_kind]))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_databases() -> Iterator[None]:
+    yield
+    for state in STATES.values():
+        state.sessions.kw["bind"].dispose()
+    if PG_URL and "postgres" in STATES:
+        name = STATES["postgres"].sessions.kw["bind"].url.database
+        admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1),
+                              isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 if os.environ.get("CI") and "postgres" not in SCHEMAS:
     raise RuntimeError("COLDPLATE_TEST_POSTGRES_URL must be set in CI")
 
