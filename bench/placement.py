@@ -25,11 +25,12 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
+from coldplate import protocol
 from coldplate.clock import SystemClock
+from coldplate.domain import pricing
 from coldplate.server import build_state
 from coldplate.services import hostnodes, instances, join_tokens, outbox, projects
 from coldplate.services.errors import NoCapacity
-from coldplate.services.hostnodes import HostSpec
 from coldplate.services.instances import InstanceRequest
 from coldplate.state import AppState, Settings
 
@@ -46,10 +47,11 @@ def seed(state: AppState, hosts: int) -> str:
         for i in range(hosts):
             model, price = GPUS[i % len(GPUS)]
             price += rng.randrange(0, 400_000, 10_000)
-            spec = HostSpec(name=f"sim-{i}", region=REGIONS[i % 3], city="", country="", address="127.0.0.1",
-                            gpu_model=model, gpu_count=8, gpu_memory_mb=0, gpu_uuids=[], vcpus=128,
-                            memory_gb=1024, disk_gb=8000, port_lo=10000, port_hi=10999,
-                            prices_micros={"gpu_per_hour": price, "spot_gpu_per_hour": price // 2})
+            spec = protocol.HostInfo(
+                name=f"sim-{i}", region=REGIONS[i % 3], gpu=protocol.Gpu(model=model, count=8), vcpus=128,
+                memory_gb=1024, disk_gb=8000, port_range=(10000, 10999),
+                prices=protocol.Prices(gpu_per_hour=pricing.format_micros(price),
+                                       spot_gpu_per_hour=pricing.format_micros(price // 2)))
             hostnodes.register(session, clock=state.clock, spec=spec, join_token=token, credential=None)
         return project.id
 

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+from coldplate import protocol
 from coldplate.api.app import create_app
 from coldplate.clock import FakeClock
 from coldplate.server import build_state
@@ -91,21 +92,22 @@ class Fleet:
 
     def host(self, name: str, *, gpu: str = "H100", count: int = 8, region: str = "eu", price: str = "2.00",
              spot: str = "1.00", ports: int = 100, **extra: Any) -> str:
-        body = {
+        body = protocol.Registration.model_validate({
             "join_token": self.join_token, "name": name, "region": region,
             "location": {"city": "Frankfurt", "country": "DE"}, "gpu": {"model": gpu, "count": count},
             "vcpus": 16 * max(count, 1), "memory_gb": 128 * max(count, 1), "disk_gb": 2000,
             "port_range": [self._ports, self._ports + ports - 1],
             "prices": {"gpu_per_hour": price, "spot_gpu_per_hour": spot}, **extra,
-        }
+        })
         self._ports += ports
-        response = self.client.post("/v1/agent/register", json=body)
+        response = self.client.post("/v1/agent/register", json=body.model_dump(mode="json"))
         assert response.status_code == 201, response.text
-        data = response.json()
-        self.tokens[data["hostnode_id"]] = data["agent_token"]
-        return str(data["hostnode_id"])
+        registered = protocol.Registered.model_validate(response.json())
+        self.tokens[registered.hostnode_id] = registered.agent_token
+        return registered.hostnode_id
 
     def report(self, host_id: str, instance_id: str, status: str, **extra: Any) -> Any:
+        """A transition report as sent, unchecked here: tests send bad ones on purpose."""
         return self.client.post(f"/v1/agent/instances/{instance_id}/transition", json={"status": status, **extra},
                                 headers=auth(self.tokens[host_id]))
 
@@ -114,10 +116,12 @@ class Fleet:
                                    headers=auth(self.tokens[host_id]))
         assert response.status_code == 200, response.text
         data: dict[str, Any] = response.json()
+        protocol.Assignments.model_validate(data)  # what the server sends, the agent reads
         return data
 
     def heartbeat(self, host_id: str) -> Any:
-        return self.client.post("/v1/agent/heartbeat", json={}, headers=auth(self.tokens[host_id]))
+        return self.client.post("/v1/agent/heartbeat", json=protocol.Heartbeat().model_dump(mode="json"),
+                                headers=auth(self.tokens[host_id]))
 
 
 @pytest.fixture

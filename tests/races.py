@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain.lifecycle import AgentAction, Busy, Desired, Status, plan
 from coldplate.services import actions, expiry, host_loss, hostnodes, instances, leases, projects
-from coldplate.services.hostnodes import HostSpec
 from coldplate.services.instances import InstanceRequest
 from coldplate.state import AppState
+from tests.hosts import host_info
 from tests.invariants import Ack, ack_violations, allocation_violations, chain_violations
 
 COPIES = 2  # threads per writer in a trial
@@ -96,10 +96,8 @@ class Racer:
     def _host(self, session: Session) -> str:
         self.count += 1
         ports = 30000 + self.count * 10
-        spec = HostSpec(name=f"race-{self.count}", region="eu", city="Berlin", country="DE", address="10.0.0.1",
-                        gpu_model="H100", gpu_count=2, gpu_memory_mb=0, gpu_uuids=[], vcpus=32, memory_gb=256,
-                        disk_gb=2000, port_lo=ports, port_hi=ports + 9,
-                        prices_micros={"gpu_per_hour": 2_000_000, "spot_gpu_per_hour": 1_000_000})
+        spec = host_info(f"race-{self.count}", gpus=2, vcpus=32, memory_gb=256, ports=(ports, ports + 9),
+                         address="10.0.0.1")
         host, token = hostnodes.register(session, clock=self.state.clock, join_token=self.join_token, spec=spec,
                                            credential=None)
         self.agent[host.id] = {"Authorization": f"Bearer {token}"}

@@ -48,6 +48,7 @@ class Settings:
     run_loops: bool = True
     allow_private_webhooks: bool = False  # `coldplate server --allow-private-webhooks`; `coldplate up` sets it
     webhook_lease_s: float = 30.0  # a dispatcher that dies mid-send leaves its deliveries this long
+    max_body_bytes: int = 2 * 1024 * 1024  # larger request bodies are refused (413)
 
 
 @dataclass

@@ -11,8 +11,9 @@ from coldplate.domain import catalog, pricing
 
 
 def gpu_view(slug: str, count: int) -> dict[str, Any]:
-    gpu = catalog.gpu_type(slug)
-    return {"type": gpu.slug, "name": gpu.name, "count": count}
+    """A GPU type the catalog no longer knows (a row older than the catalog) shows by its slug."""
+    gpu = catalog.resolve_gpu(slug)
+    return {"type": slug, "name": slug if gpu is None else gpu.name, "count": count}
 
 
 def instance_view(inst: Instance) -> dict[str, Any]:

@@ -4,21 +4,22 @@ The real server is exercised by tests/e2e."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from coldplate.agent.daemon import Agent, HostSpec
+from coldplate import protocol
+from coldplate.agent.daemon import Agent
 from coldplate.agent.fleet import DEMO_FLEET, FleetError, load_fleet
 from coldplate.agent.retention import WorkspaceRetention
 from coldplate.agent.runtimes.base import Assignment
 from coldplate.agent.runtimes.sim import SimRuntime
 
-SPEC = HostSpec(name="h", region="eu", gpu_model="H100", gpu_count=8, vcpus=64, memory_gb=512, disk_gb=1000,
-                port_range=(20000, 20999), prices={"gpu_per_hour": "2", "spot_gpu_per_hour": "1"})
+SPEC = protocol.HostInfo.model_validate({
+    "name": "h", "region": "eu", "gpu": {"model": "H100", "count": 8}, "vcpus": 64, "memory_gb": 512, "disk_gb": 1000,
+    "port_range": (20000, 20999), "prices": {"gpu_per_hour": "2", "spot_gpu_per_hour": "1"}})
 
 
 class StandInServer:
@@ -39,11 +40,13 @@ class StandInServer:
         if path == "/v1/agent/register":
             self.registrations += 1
             self.valid_token = f"cpa_{self.registrations}"
-            return httpx.Response(201, json={"hostnode_id": "hn_1", "agent_token": self.valid_token})
+            return httpx.Response(201, json=protocol.Registered(hostnode_id="hn_1",
+                                                                 agent_token=self.valid_token).model_dump())
         if request.headers.get("Authorization") != f"Bearer {self.valid_token}":
             self.unauthorized += 1
             return httpx.Response(401, json={"code": "unauthorized"})
         if path == "/v1/agent/heartbeat":
+            protocol.Heartbeat.model_validate_json(request.content)
             return httpx.Response(200, json={"status": "online"})
         if path == "/v1/agent/assignments":
             since = int(request.url.params["since"])
@@ -52,7 +55,8 @@ class StandInServer:
                 await asyncio.sleep(float(request.url.params["wait"]))
             return httpx.Response(200, json={"version": index, "assignments": self.rounds[index]})
         if path.endswith("/transition"):
-            self.reports.append((path.split("/")[4], json.loads(request.content)["status"]))
+            report = protocol.TransitionReport.model_validate_json(request.content)
+            self.reports.append((path.split("/")[4], report.status))
             return httpx.Response(200, json={})
         return httpx.Response(404)
 
@@ -126,7 +130,7 @@ async def test_lost_token_re_registers() -> None:
 
 async def test_sim_runtime_exit_codes() -> None:
     runtime = SimRuntime()
-    spec = Assignment.from_json(assignment("provisioning", "running"))
+    spec = Assignment.model_validate(assignment("provisioning", "running"))
     await runtime.start(spec)
     assert await runtime.running() == {"inst_1"}
     assert (await runtime.stop("inst_1", grace_seconds=1, force=True)).exit_message == "killed by signal 9 (SIGKILL)"
@@ -136,12 +140,12 @@ async def test_sim_runtime_exit_codes() -> None:
 
 def test_demo_fleet_loads_with_distinct_ports() -> None:
     specs = load_fleet(DEMO_FLEET)
-    assert len(specs) == 12 and {s.region for s in specs} == {"na", "eu", "apac"}
-    ranges = sorted(s.port_range for s in specs)
+    assert len(specs) == 12 and {s.info.region for s in specs} == {"na", "eu", "apac"}
+    ranges = sorted(s.info.port_range for s in specs)
     assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
     many = load_fleet(DEMO_FLEET, hosts=30)
-    assert len(many) == 30 and len({s.name for s in many}) == 30
-    ranges = sorted(s.port_range for s in many)
+    assert len(many) == 30 and len({s.info.name for s in many}) == 30
+    ranges = sorted(s.info.port_range for s in many)
     assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
 
 

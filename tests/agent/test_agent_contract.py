@@ -5,19 +5,20 @@ started twice, and network errors are retried. The real server is exercised by t
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from coldplate.agent.daemon import Agent, HostSpec
+from coldplate import protocol
+from coldplate.agent.daemon import Agent
 from coldplate.agent.runtimes.base import Assignment, RuntimeFailure
 from coldplate.agent.runtimes.sim import SimRuntime
 
-SPEC = HostSpec(name="h", region="eu", gpu_model="H100", gpu_count=8, vcpus=64, memory_gb=512, disk_gb=1000,
-                port_range=(20000, 20999), prices={"gpu_per_hour": "2", "spot_gpu_per_hour": "1"})
+SPEC = protocol.HostInfo.model_validate({
+    "name": "h", "region": "eu", "gpu": {"model": "H100", "count": 8}, "vcpus": 64, "memory_gb": 512, "disk_gb": 1000,
+    "port_range": (20000, 20999), "prices": {"gpu_per_hour": "2", "spot_gpu_per_hour": "1"}})
 
 
 def assignment(instance_id: str, status: str = "provisioning", desired: str = "running") -> dict[str, Any]:
@@ -40,8 +41,9 @@ class Server:
     async def handler(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/v1/agent/register":
-            return httpx.Response(201, json={"hostnode_id": "hn_1", "agent_token": "cpa_1"})
+            return httpx.Response(201, json=protocol.Registered(hostnode_id="hn_1", agent_token="cpa_1").model_dump())
         if path == "/v1/agent/heartbeat":
+            protocol.Heartbeat.model_validate_json(request.content)
             return httpx.Response(200, json={"status": "online"})
         if path == "/v1/agent/assignments":
             if self.poll_errors:
@@ -51,7 +53,8 @@ class Server:
             data = {"version": self.version, "assignments": list(self.assignments.values())}
             return httpx.Response(200, json=data)
         if path.endswith("/transition"):
-            instance_id, status = path.split("/")[4], json.loads(request.content)["status"]
+            report = protocol.TransitionReport.model_validate_json(request.content)
+            instance_id, status = path.split("/")[4], report.status
             self.reports.append((instance_id, status))
             if status in self.refuse:
                 return httpx.Response(409, json={"code": "invalid_state"})
@@ -127,7 +130,7 @@ async def test_network_errors_are_retried() -> None:
 
 async def test_sim_runtime_failure_and_delete() -> None:
     runtime = SimRuntime(failure_rate=1.0)
-    spec = Assignment.from_json(assignment("inst_1"))
+    spec = Assignment.model_validate(assignment("inst_1"))
     with pytest.raises(RuntimeFailure, match="simulated start failure"):
         await runtime.start(spec)
     runtime.failure_rate = 0.0

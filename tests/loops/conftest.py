@@ -14,9 +14,9 @@ from coldplate.clock import FakeClock
 from coldplate.db.tables import Event, Instance
 from coldplate.server import build_state
 from coldplate.services import hostnodes, instances, join_tokens, projects
-from coldplate.services.hostnodes import HostSpec
 from coldplate.services.instances import InstanceRequest
 from coldplate.state import AppState, Settings
+from tests.hosts import host_info
 
 
 class World:
@@ -30,11 +30,8 @@ class World:
         self._ports = 20000
 
     def host(self, name: str, *, gpus: int = 8, heartbeat_timeout_s: int = 30) -> str:
-        spec = HostSpec(name=name, region="eu", city="Frankfurt", country="DE", address="127.0.0.1",
-                        gpu_model="H100", gpu_count=gpus, gpu_memory_mb=81920, gpu_uuids=[], vcpus=16 * gpus,
-                        memory_gb=128 * gpus, disk_gb=2000, port_lo=self._ports, port_hi=self._ports + 99,
-                        prices_micros={"gpu_per_hour": 2_000_000, "spot_gpu_per_hour": 1_000_000},
-                        heartbeat_timeout_s=heartbeat_timeout_s)
+        spec = host_info(name, gpus=gpus, ports=(self._ports, self._ports + 99),
+                         heartbeat_timeout_s=heartbeat_timeout_s)
         self._ports += 100
         with self.state.tx() as session:
             return hostnodes.register(session, clock=self.state.clock, join_token=self.join_token, spec=spec,

@@ -7,18 +7,17 @@ from datetime import timedelta
 
 import pytest
 
+from coldplate import protocol
 from coldplate.clock import FakeClock, as_utc
 from coldplate.services import hostnodes, join_tokens
 from coldplate.services.errors import InvalidInput, ServiceError, Unauthorized
-from coldplate.services.hostnodes import HostSpec
 from coldplate.services.join_tokens import JoinTokenRefused
 from coldplate.state import AppState
+from tests.hosts import host_info
 
 
-def spec(name: str) -> HostSpec:
-    return HostSpec(name=name, region="eu", city="", country="", address="127.0.0.1", gpu_model="H100",
-                    gpu_count=8, gpu_memory_mb=0, gpu_uuids=[], vcpus=64, memory_gb=512, disk_gb=1000,
-                    port_lo=20000, port_hi=20099, prices_micros={"gpu_per_hour": 2_000_000, "spot_gpu_per_hour": 1})
+def spec(name: str) -> protocol.HostInfo:
+    return host_info(name, vcpus=64, memory_gb=512, disk_gb=1000, spot="0.000001")
 
 
 def make(state: AppState, **limits: object) -> tuple[str, str]:

@@ -12,16 +12,15 @@ from sqlalchemy.orm.exc import StaleDataError
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.services import actions, hostnodes, instances, join_tokens, projects
 from coldplate.services.errors import Conflict, InvalidState
-from coldplate.services.hostnodes import HostSpec
 from coldplate.services.instances import InstanceRequest
 from coldplate.state import AppState
+from tests.hosts import host_info
 
 
 def _host(session: Session, state: AppState, name: str) -> str:
     _, token = join_tokens.create(session, clock=state.clock, name=name)
-    spec = HostSpec(name=name, region="eu", city="", country="", address="10.0.0.1", gpu_model="H100",
-                    gpu_count=2, gpu_memory_mb=0, gpu_uuids=[], vcpus=32, memory_gb=256, disk_gb=1000,
-                    port_lo=30000, port_hi=30099, prices_micros={"gpu_per_hour": 1, "spot_gpu_per_hour": 1})
+    spec = host_info(name, gpus=2, vcpus=32, memory_gb=256, disk_gb=1000, ports=(30000, 30099), price="0.000001",
+                     spot="0.000001", address="10.0.0.1")
     host, _ = hostnodes.register(session, clock=state.clock, join_token=token, spec=spec, credential=None)
     return host.id
 

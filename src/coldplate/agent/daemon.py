@@ -10,59 +10,26 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from coldplate import protocol
 from coldplate.agent.credentials import TokenStore
 from coldplate.agent.retention import WorkspaceRetention
-from coldplate.agent.runtimes.base import Assignment, Runtime, RuntimeFailure
+from coldplate.agent.runtimes.base import Runtime, RuntimeFailure
 from coldplate.agent.ssh import SshGateway
 from coldplate.domain.lifecycle import AgentAction, Busy, Desired, Status, plan
+from coldplate.protocol import Assignment
 
 log = logging.getLogger(__name__)
 REPORT_ATTEMPTS = 5
 
 
-@dataclass(frozen=True)
-class HostSpec:
-    name: str
-    region: str
-    gpu_model: str
-    gpu_count: int
-    vcpus: int
-    memory_gb: int
-    disk_gb: int
-    port_range: tuple[int, int]
-    prices: dict[str, str]
-    city: str = ""
-    country: str = ""
-    address: str = "127.0.0.1"
-    gpu_memory_mb: int = 0
-    gpu_uuids: list[str] = field(default_factory=list)
-    gpu_driver_version: str | None = None
-    gpu_simulated: bool = False
-    heartbeat_timeout_s: int = 30
-    start_delay_s: float = 0.0
-    failure_rate: float = 0.0
-
-    def registration(self, join_token: str | None) -> dict[str, Any]:
-        return {
-            **({"join_token": join_token} if join_token else {}), "name": self.name, "region": self.region,
-            "location": {"city": self.city, "country": self.country},
-            "gpu": {"model": self.gpu_model, "count": self.gpu_count, "memory_mb": self.gpu_memory_mb,
-                    "uuids": self.gpu_uuids, "driver_version": self.gpu_driver_version,
-                    "simulated": self.gpu_simulated},
-            "vcpus": self.vcpus, "memory_gb": self.memory_gb, "disk_gb": self.disk_gb,
-            "port_range": list(self.port_range), "prices": self.prices, "address": self.address,
-            "heartbeat_timeout_seconds": self.heartbeat_timeout_s,
-        }
-
-
 class Agent:
-    def __init__(self, *, server_url: str, join_token: str | None, spec: HostSpec, runtime: Runtime,
+    def __init__(self, *, server_url: str, join_token: str | None, spec: protocol.HostInfo, runtime: Runtime,
                  client: httpx.AsyncClient | None = None, heartbeat_interval: float = 5.0,
                  poll_wait: float = 25.0, retry_delay: float = 0.5,
                  gpu_usage: Callable[[list[int]], dict[str, float]] | None = None,
@@ -89,22 +56,25 @@ class Agent:
         self._starting: set[str] = set()
         self._assigned: dict[str, Assignment] | None = None  # as of the last poll; None before the first
 
+    def registration(self) -> protocol.Registration:
+        return protocol.Registration.model_validate({**self.spec.model_dump(), "join_token": self.join_token})
+
     async def register(self) -> None:
         """Registers with the agent token this host already holds (a registered name needs it) and
         the join token (a new name needs it); keeps the token the server answers with."""
         saved = self.tokens.load(self.spec.name) if self.tokens is not None else None
         credential = self.token or saved
         response = await self.client.post(f"{self.server_url}/v1/agent/register",
-                                          json=self.spec.registration(self.join_token),
+                                          json=self.registration().model_dump(mode="json", exclude_none=True),
                                           headers={"Authorization": f"Bearer {credential}"} if credential else {})
         if response.is_error:
             log.error("registration refused", extra={"host": self.spec.name, "status": response.status_code,
                                                      "problem": response.text[:500]})
         response.raise_for_status()
-        data = response.json()
-        self.hostnode_id, self.token = data["hostnode_id"], data["agent_token"]
+        registered = protocol.Registered.model_validate(response.json())
+        self.hostnode_id, self.token = registered.hostnode_id, registered.agent_token
         if self.tokens is not None and self.token != saved:
-            self.tokens.save(self.spec.name, data["agent_token"])
+            self.tokens.save(self.spec.name, registered.agent_token)
         log.info("registered", extra={"hostnode_id": self.hostnode_id, "host": self.spec.name})
 
     async def _ensure_registered(self, stale: str | None) -> str:
@@ -160,10 +130,9 @@ class Agent:
         running = await self.runtime.running()
         self._notice_exits(running)
         self._remove_unassigned(running)
-        response = await self._call("POST", "/v1/agent/heartbeat", json={
-            "instances": [{"id": i, "status": "running"} for i in sorted(running)],
-            "metrics": [sample for i in sorted(running) if (sample := await self._sample(i))],
-        })
+        samples = [sample for i in sorted(running) if (sample := await self._sample(i))]
+        heartbeat = protocol.Heartbeat(metrics=samples[:protocol.MAX_METRIC_SAMPLES])
+        response = await self._call("POST", "/v1/agent/heartbeat", json=heartbeat.model_dump(mode="json"))
         response.raise_for_status()
         await self._purge_due()
 
@@ -178,7 +147,7 @@ class Agent:
                 continue
             self.retention.forget(instance_id)
 
-    async def _sample(self, instance_id: str) -> dict[str, Any] | None:
+    async def _sample(self, instance_id: str) -> protocol.MetricSample | None:
         try:
             values = await self.runtime.sample(instance_id)
             if self.gpu_usage is not None:
@@ -186,7 +155,9 @@ class Agent:
         except Exception:  # an instance that went away between listing and sampling, or a busy engine
             log.debug("sample failed", extra={"instance_id": instance_id})
             return None
-        return {"instance_id": instance_id, "values": values} if values else None
+        finite = {k: v for k, v in values.items() if math.isfinite(v)}  # a NaN reading is no reading
+        kept = dict(sorted(finite.items())[:protocol.MAX_METRIC_VALUES])
+        return protocol.MetricSample(instance_id=instance_id, values=kept) if kept else None
 
     _version = -1
 
@@ -194,33 +165,32 @@ class Agent:
         response = await self._call("GET", "/v1/agent/assignments",
                                     params={"since": self._version, "wait": self.poll_wait})
         response.raise_for_status()
-        data = response.json()
-        self._version = int(data["version"])
-        specs = [Assignment.from_json(item) for item in data["assignments"]]
-        self._assigned = {spec.instance_id: spec for spec in specs}
-        for spec in specs:
+        data = protocol.Assignments.model_validate(response.json())
+        self._version = data.version
+        self._assigned = {spec.instance_id: spec for spec in data.assignments}
+        for spec in data.assignments:
             self._converge(spec)
-        for task in data.get("tasks", []):
-            if task["id"] not in self._tasks_started:  # listed until its result is posted
-                self._tasks_started.add(task["id"])
+        for task in data.tasks:
+            if task.id not in self._tasks_started:  # listed until its result is posted
+                self._tasks_started.add(task.id)
                 asyncio.create_task(self._run_task(task))
 
-    async def _run_task(self, task: dict[str, Any]) -> None:
-        params = task["params"]
+    async def _run_task(self, task: protocol.Task) -> None:
+        params = task.params
         try:
-            if task["kind"] == "exec":
-                done = await self.runtime.exec(task["instance_id"], params["cmd"], timeout=params["timeout"])
-                result: dict[str, Any] = {"exit_code": done.exit_code, "stdout": done.stdout, "stderr": done.stderr}
+            if task.kind == "exec":
+                done = await self.runtime.exec(task.instance_id, params["cmd"], timeout=params["timeout"])
+                result = protocol.fitted_result(exit_code=done.exit_code, stdout=done.stdout, stderr=done.stderr)
             else:
-                chunk = await self.runtime.logs(task["instance_id"], tail=params.get("tail"),
-                                                cursor=params.get("cursor"))
-                result = {"lines": chunk.lines, "cursor": chunk.cursor}
+                chunk = await self.runtime.logs(task.instance_id, tail=params.get("tail"), cursor=params.get("cursor"))
+                result = protocol.fitted_result(lines=chunk.lines, cursor=chunk.cursor)
         except Exception as exc:  # the task fails, the agent does not
-            log.exception("task failed", extra={"task_id": task["id"]})
-            result = {"error": f"the agent could not run this: {exc}"}
+            log.exception("task failed", extra={"task_id": task.id})
+            result = protocol.fitted_result(error=f"the agent could not run this: {exc}")
         for _ in range(5):
             try:
-                response = await self._call("POST", f"/v1/agent/tasks/{task['id']}/result", json=result)
+                response = await self._call("POST", f"/v1/agent/tasks/{task.id}/result",
+                                            json=result.model_dump(mode="json", exclude_none=True))
                 if response.status_code < 500:
                     return
             except httpx.HTTPError:
@@ -318,11 +288,12 @@ class Agent:
             del self._busy[instance_id]
         self._version = -1  # re-read: the server may have moved on while we worked
 
-    async def _report(self, instance_id: str, status: str, **extra: Any) -> None:
+    async def _report(self, instance_id: str, status: protocol.ReportedStatus, **extra: Any) -> None:
+        report = protocol.TransitionReport(status=status, **extra)
         for attempt in range(REPORT_ATTEMPTS):  # a lost report would leave the server a step behind
             try:
                 response = await self._call("POST", f"/v1/agent/instances/{instance_id}/transition",
-                                            json={"status": status, **extra})
+                                            json=report.model_dump(mode="json", exclude_none=True))
                 break
             except httpx.HTTPError:
                 if attempt == REPORT_ATTEMPTS - 1:
@@ -340,7 +311,8 @@ class Agent:
         try:
             await self.runtime.start(spec)
         except RuntimeFailure as exc:
-            await self._report(spec.instance_id, "failed", failure_reason=str(exc))
+            reason = protocol.fit_text(str(exc), 1000, keep_end=False)
+            await self._report(spec.instance_id, "failed", failure_reason=reason)
             return
         finally:
             self._starting.discard(spec.instance_id)

@@ -24,6 +24,8 @@ from coldplate.api import (
     routes_ssh_keys,
     routes_webhooks,
 )
+from coldplate.api.body_limit import BodyLimit
+from coldplate.api.responses import Health
 from coldplate.state import AppState
 
 Background = Callable[[AppState], list[asyncio.Task[None]]]
@@ -44,11 +46,12 @@ def create_app(app_state: AppState, *, background: Background | None = None) -> 
     app = FastAPI(title="coldplate", version="0.1.0", lifespan=lifespan)
     app.state.coldplate = app_state
     problems.install(app)
+    app.add_middleware(BodyLimit, max_bytes=app_state.settings.max_body_bytes)
     for module in (routes_instances, routes_access, routes_catalog, routes_admin, routes_agent, routes_ssh_keys,
                    routes_join_tokens, routes_events, routes_webhooks):
         app.include_router(module.router)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health)
     def healthz() -> dict[str, Any]:
         return {"status": "ok"}
 

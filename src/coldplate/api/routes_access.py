@@ -14,15 +14,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from coldplate.api.auth import require, scoped_project, state
-from coldplate.api.problems import ApiProblem
-from coldplate.api.schemas import ExecIn
+from coldplate.api.problems import PROBLEM_RESPONSES, ApiProblem
+from coldplate.api.responses import ExecOut, MetricsOut
+from coldplate.api.schemas import ExecIn, Ref
 from coldplate.clock import isoformat
 from coldplate.domain.lifecycle import FINAL, Status
 from coldplate.services import agent_tasks, instances, metrics
 from coldplate.services.projects import Principal
 from coldplate.state import AppState
 
-router = APIRouter(prefix="/v1/instances")
+router = APIRouter(prefix="/v1/instances", responses=PROBLEM_RESPONSES)
 AGENT_SLACK_S = 10.0  # how much longer than the command's own timeout we wait for the agent
 FOLLOW_POLL_S = 1.0
 
@@ -60,8 +61,8 @@ async def run_task(app: AppState, principal: Principal, ref: str, kind: str, par
         app.signals.unsubscribe(task_id, waiter)
 
 
-@router.post("/{ref}/exec")
-async def exec_(ref: str, body: ExecIn, request: Request,
+@router.post("/{ref}/exec", response_model=ExecOut)
+async def exec_(ref: Ref, body: ExecIn, request: Request,
                 principal: Principal = Depends(require("instances:write"))) -> dict[str, Any]:
     """Run a command inside a ready instance: stdout, stderr and the exit code."""
     result = await run_task(state(request), principal, ref, "exec", {"cmd": body.argv(), "timeout": body.timeout},
@@ -69,8 +70,11 @@ async def exec_(ref: str, body: ExecIn, request: Request,
     return {"exit_code": result["exit_code"], "stdout": result["stdout"], "stderr": result["stderr"]}
 
 
-@router.get("/{ref}/logs", response_model=None)
-async def logs(ref: str, request: Request, principal: Principal = Depends(require("instances:read")),
+@router.get("/{ref}/logs", response_model=None, responses={
+    200: {"description": "The lines as text, or a server-sent event stream with `follow`",
+          "content": {"text/plain": {"schema": {"type": "string"}},
+                      "text/event-stream": {"schema": {"type": "string"}}}}})
+async def logs(ref: Ref, request: Request, principal: Principal = Depends(require("instances:read")),
                tail: int = Query(default=100, ge=0, le=10_000),
                follow: bool = False) -> PlainTextResponse | StreamingResponse:
     """The instance's output: the last `tail` lines, or with `follow` a server-sent event stream."""
@@ -100,8 +104,8 @@ async def logs(ref: str, request: Request, principal: Principal = Depends(requir
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
-@router.get("/{ref}/metrics")
-def metrics_series(ref: str, request: Request, principal: Principal = Depends(require("instances:read")),
+@router.get("/{ref}/metrics", response_model=MetricsOut)
+def metrics_series(ref: Ref, request: Request, principal: Principal = Depends(require("instances:read")),
                    since: datetime | None = None) -> dict[str, Any]:
     """Samples since `since` (ISO 8601), oldest first: GPU and CPU utilisation, memory, disk, network."""
     with state(request).read() as session:

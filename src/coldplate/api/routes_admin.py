@@ -7,13 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from coldplate.api.auth import require, state
-from coldplate.api.schemas import KeyIn, ProjectIn
+from coldplate.api.problems import PROBLEM_RESPONSES
+from coldplate.api.responses import KeyCreated, KeyList, ProjectList, ProjectOut
+from coldplate.api.schemas import KeyIn, ProjectIn, Ref
 from coldplate.clock import isoformat
 from coldplate.db.tables import ApiKey, Project
 from coldplate.services import projects
 from coldplate.services.projects import Principal
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
 admin = require("admin")
 
 
@@ -26,21 +28,21 @@ def _key(k: ApiKey) -> dict[str, Any]:
             "created_at": isoformat(k.created_at)}
 
 
-@router.post("/projects", status_code=201)
+@router.post("/projects", status_code=201, response_model=ProjectOut)
 def create_project(body: ProjectIn, request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
     app = state(request)
     with app.tx() as session:
         return _project(projects.create_project(session, clock=app.clock, name=body.name))
 
 
-@router.get("/projects")
+@router.get("/projects", response_model=ProjectList)
 def list_projects(request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
     with state(request).read() as session:
         return {"data": [_project(p) for p in projects.list_projects(session)]}
 
 
-@router.post("/projects/{project_id}/keys", status_code=201)
-def create_key(project_id: str, body: KeyIn, request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
+@router.post("/projects/{project_id}/keys", status_code=201, response_model=KeyCreated)
+def create_key(project_id: Ref, body: KeyIn, request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
     app = state(request)
     with app.tx() as session:
         key, secret = projects.create_key(session, clock=app.clock, project_id=project_id, name=body.name,
@@ -48,14 +50,14 @@ def create_key(project_id: str, body: KeyIn, request: Request, _: Principal = De
         return {**_key(key), "key": secret}
 
 
-@router.get("/projects/{project_id}/keys")
-def list_keys(project_id: str, request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
+@router.get("/projects/{project_id}/keys", response_model=KeyList)
+def list_keys(project_id: Ref, request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
     with state(request).read() as session:
         return {"data": [_key(k) for k in projects.list_keys(session, project_id=project_id)]}
 
 
 @router.delete("/keys/{key_id}", status_code=204)
-def delete_key(key_id: str, request: Request, _: Principal = Depends(admin)) -> Response:
+def delete_key(key_id: Ref, request: Request, _: Principal = Depends(admin)) -> Response:
     app = state(request)
     with app.tx() as session:
         projects.revoke_key(session, clock=app.clock, key_id=key_id)

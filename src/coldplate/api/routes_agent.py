@@ -2,124 +2,125 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 from sqlalchemy.orm import Session
 
+from coldplate import protocol
 from coldplate.api.auth import agent_host, optional_bearer, state
-from coldplate.api.problems import ApiProblem
-from coldplate.api.schemas import HeartbeatIn, RegisterIn, TaskResultIn, TransitionIn
+from coldplate.api.problems import PROBLEM_RESPONSES, ApiProblem
+from coldplate.api.schemas import Ref
+from coldplate.checked import Int64
 from coldplate.clock import isoformat
 from coldplate.db.tables import Hostnode, Instance
-from coldplate.domain import pricing
 from coldplate.domain.lifecycle import Status
 from coldplate.services import actions, agent_tasks, hostnodes, instances, metrics
-from coldplate.services.hostnodes import HostSpec
 
-router = APIRouter(prefix="/v1/agent")
-
-
-def _spec(body: RegisterIn) -> HostSpec:
-    prices = {k: pricing.to_micros(v) for k, v in body.prices.model_dump().items()}
-    return HostSpec(
-        name=body.name, region=body.region, city=body.location.city, country=body.location.country,
-        address=body.address, gpu_model=body.gpu.model, gpu_count=body.gpu.count, gpu_memory_mb=body.gpu.memory_mb,
-        gpu_uuids=body.gpu.uuids, vcpus=body.vcpus, memory_gb=body.memory_gb, disk_gb=body.disk_gb,
-        port_lo=body.port_range[0], port_hi=body.port_range[1], prices_micros=prices,
-        heartbeat_timeout_s=body.heartbeat_timeout_seconds, uptime_pct=body.uptime_pct,
-    )
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/agent", responses=PROBLEM_RESPONSES)
 
 
 @router.post("/register", status_code=201)
-def register(body: RegisterIn, request: Request, credential: str | None = Depends(optional_bearer)) -> dict[str, Any]:
+def register(body: protocol.Registration, request: Request,
+             credential: str | None = Depends(optional_bearer)) -> protocol.Registered:
     app = state(request)
     with app.tx() as session:
-        host, token = hostnodes.register(session, clock=app.clock, spec=_spec(body), join_token=body.join_token,
+        host, token = hostnodes.register(session, clock=app.clock, spec=body, join_token=body.join_token,
                                          credential=credential)
-        return {"hostnode_id": host.id, "agent_token": token}
+        return protocol.Registered(hostnode_id=host.id, agent_token=token)
 
 
 @router.post("/heartbeat")
-def heartbeat(body: HeartbeatIn, request: Request, host: Hostnode = Depends(agent_host)) -> dict[str, Any]:
+def heartbeat(body: protocol.Heartbeat, request: Request,
+              host: Hostnode = Depends(agent_host)) -> protocol.HeartbeatAck:
     app = state(request)
 
-    def beat(session: Session) -> dict[str, Any]:
+    def beat(session: Session) -> protocol.HeartbeatAck:
         current = hostnodes.get_hostnode(session, host.id)
         hostnodes.heartbeat(session, clock=app.clock, host=current)
         metrics.record(session, clock=app.clock, host=current,
                        samples=[(m.instance_id, m.values) for m in body.metrics])
-        return {"status": current.status, "server_time": isoformat(app.clock.now())}
+        return protocol.HeartbeatAck(status=current.status, server_time=isoformat(app.clock.now()))
 
     return app.transact(beat)
 
 
-def _assignment(inst: Instance) -> dict[str, Any]:
-    return {
-        "instance_id": inst.id, "project_id": inst.project_id, "name": inst.name, "desired": inst.desired,
-        "status": inst.status,
-        "image": inst.image, "cmd": inst.cmd, "entrypoint": inst.entrypoint, "env": inst.env,
-        "gpu_indices": inst.gpu_indices, "vcpus": inst.vcpus, "memory_gb": inst.memory_gb, "disk_gb": inst.disk_gb,
-        "ports": inst.ports, "ssh_port": inst.ssh_port, "ssh_keys": inst.ssh_keys, "volumes": inst.volumes,
-        "cloud_init": inst.cloud_init,
-        "grace_seconds": inst.grace_seconds, "force": inst.force,
-    }
+def _assignment(inst: Instance) -> protocol.Assignment | None:
+    """The instance as its agent reads it; a row that does not fit the protocol (or cannot be
+    encoded) is logged and skipped, so that it cannot stall the host's other assignments."""
+    try:
+        assignment = protocol.Assignment(
+            instance_id=inst.id, project_id=inst.project_id, name=inst.name, desired=inst.desired,
+            status=inst.status, image=inst.image, cmd=inst.cmd, entrypoint=inst.entrypoint, env=inst.env,
+            gpu_indices=inst.gpu_indices, vcpus=inst.vcpus, memory_gb=inst.memory_gb, disk_gb=inst.disk_gb,
+            ports=inst.ports, ssh_port=inst.ssh_port, ssh_keys=inst.ssh_keys, volumes=inst.volumes,
+            cloud_init=inst.cloud_init, grace_seconds=inst.grace_seconds, force=inst.force,
+        )
+        assignment.model_dump_json()
+    except (ValidationError, PydanticSerializationError, ValueError):
+        log.exception("assignment skipped: the row does not fit the agent protocol", extra={"instance_id": inst.id})
+        return None
+    return assignment
 
 
 @router.get("/assignments")
 async def assignments(request: Request, host: Hostnode = Depends(agent_host),
-                      since: int = Query(default=-1, ge=-1), wait: float = Query(default=25, ge=0, le=60)
-                      ) -> dict[str, Any]:
+                      since: Annotated[Int64, Query(ge=-1)] = -1,
+                      wait: float = Query(default=25, ge=0, le=60, allow_inf_nan=False)) -> protocol.Assignments:
     app = state(request)
 
-    def read() -> tuple[int, dict[str, Any]]:
+    def read() -> protocol.Assignments:
         with app.read() as session:
             current = hostnodes.get_hostnode(session, host.id)
-            return current.assignment_version, {
-                "assignments": [_assignment(i) for i in hostnodes.assignments(session, host=current)],
-                "tasks": [{"id": t.id, "kind": t.kind, "instance_id": t.instance_id, "params": t.params}
-                          for t in agent_tasks.pending(session, host=current)],
-            }
+            listed = [_assignment(i) for i in hostnodes.assignments(session, host=current)]
+            return protocol.Assignments(
+                version=current.assignment_version, assignments=[a for a in listed if a is not None],
+                tasks=[protocol.Task(id=t.id, kind=t.kind, instance_id=t.instance_id, params=t.params)
+                       for t in agent_tasks.pending(session, host=current)])
 
     waiter = app.signals.subscribe(host.id)
     try:
         deadline = time.monotonic() + wait
         while True:
             waiter.clear()
-            version, work = await run_in_threadpool(read)
+            work = await run_in_threadpool(read)
             left = deadline - time.monotonic()
-            if version > since or left <= 0 or app.signals.closing:
-                return {"version": version, **work}
+            if work.version > since or left <= 0 or app.signals.closing:
+                return work
             await app.signals.wait(waiter, left)
     finally:
         app.signals.unsubscribe(host.id, waiter)
 
 
 @router.post("/instances/{instance_id}/transition")
-def transition(instance_id: str, body: TransitionIn, request: Request,
-               host: Hostnode = Depends(agent_host)) -> dict[str, Any]:
+def transition(instance_id: Ref, body: protocol.TransitionReport, request: Request,
+               host: Hostnode = Depends(agent_host)) -> protocol.TransitionAck:
     app = state(request)
 
-    def report(session: Session) -> dict[str, Any]:
+    def report(session: Session) -> protocol.TransitionAck:
         inst = instances.lock(session, instance_id)  # instance before hostnode: the one lock order
         if inst is None or inst.hostnode_id != host.id:
             raise ApiProblem(404, "not_found", f"instance {instance_id} is not on this hostnode", param="instance_id")
         current = hostnodes.get_hostnode(session, host.id)
         actions.report(session, clock=app.clock, host=current, inst=inst, status=Status(body.status),
                        failure_reason=body.failure_reason, exit_code=body.exit_code, exit_message=body.exit_message)
-        return {"status": inst.status}
+        return protocol.TransitionAck(status=Status(inst.status))
 
     return app.transact(report)
 
 
 @router.post("/tasks/{task_id}/result")
-def task_result(task_id: str, body: TaskResultIn, request: Request,
-                host: Hostnode = Depends(agent_host)) -> dict[str, Any]:
+def task_result(task_id: Ref, body: protocol.TaskResult, request: Request,
+                host: Hostnode = Depends(agent_host)) -> protocol.TaskAck:
     app = state(request)
     with app.tx() as session:
         current = hostnodes.get_hostnode(session, host.id)
         agent_tasks.complete(session, clock=app.clock, host=current, task_id=task_id,
                              result=body.model_dump(exclude_none=True))
-    return {"status": "done"}
+    return protocol.TaskAck(status="done")

@@ -7,19 +7,22 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
+from coldplate.api import responses
 from coldplate.api.auth import require, state
-from coldplate.api.problems import ApiProblem
-from coldplate.api.schemas import HostnodePatch, gpu_view, hostnode_view
+from coldplate.api.problems import PROBLEM_RESPONSES, ApiProblem
+from coldplate.api.responses import GpuTypeList, HostnodeList, HostnodeOut, OfferList, RegionList
+from coldplate.api.schemas import HostnodePatch, Ref, gpu_view, hostnode_view
+from coldplate.checked import SafeStr
 from coldplate.domain import catalog, pricing
 from coldplate.services import hostnodes
 from coldplate.services import offers as offers_service
 from coldplate.services.projects import Principal
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
 reader = require("instances:read")
 
 
-@router.get("/gpu-types")
+@router.get("/gpu-types", response_model=GpuTypeList)
 def gpu_types(request: Request, _: Principal = Depends(reader)) -> dict[str, Any]:
     with state(request).read() as session:
         avail = offers_service.availability(session)
@@ -35,14 +38,14 @@ def gpu_types(request: Request, _: Principal = Depends(reader)) -> dict[str, Any
     return {"data": data}
 
 
-@router.get("/regions")
+@router.get("/regions", response_model=RegionList)
 def regions(_: Principal = Depends(reader)) -> dict[str, Any]:
     return {"data": [{"slug": r.slug, "name": r.name, "aliases": list(r.aliases)} for r in catalog.REGIONS]}
 
 
-@router.get("/offers")
-def offers(request: Request, _: Principal = Depends(reader), gpu: str = Query(min_length=1),
-           gpu_count: int = Query(default=1, ge=1, le=64), region: str | None = None,
+@router.get("/offers", response_model=OfferList)
+def offers(request: Request, _: Principal = Depends(reader), gpu: SafeStr = Query(min_length=1, max_length=100),
+           gpu_count: int = Query(default=1, ge=1, le=64), region: SafeStr | None = Query(default=None, max_length=40),
            spot: bool = False) -> dict[str, Any]:
     gpu_type = catalog.resolve_gpu(gpu)
     if gpu_type is None:
@@ -68,20 +71,20 @@ def offers(request: Request, _: Principal = Depends(reader), gpu: str = Query(mi
     return {"data": data}
 
 
-@router.get("/hostnodes")
+@router.get("/hostnodes", response_model=HostnodeList)
 def list_hostnodes(request: Request, _: Principal = Depends(reader)) -> dict[str, Any]:
     with state(request).read() as session:
-        return {"data": [hostnode_view(h) for h in hostnodes.list_hostnodes(session)]}
+        return {"data": responses.rows(hostnodes.list_hostnodes(session), hostnode_view, HostnodeOut)}
 
 
-@router.get("/hostnodes/{host_id}")
-def get_hostnode(host_id: str, request: Request, _: Principal = Depends(reader)) -> dict[str, Any]:
+@router.get("/hostnodes/{host_id}", response_model=HostnodeOut)
+def get_hostnode(host_id: Ref, request: Request, _: Principal = Depends(reader)) -> dict[str, Any]:
     with state(request).read() as session:
         return hostnode_view(hostnodes.get_hostnode(session, host_id))
 
 
-@router.patch("/hostnodes/{host_id}")
-def patch_hostnode(host_id: str, body: HostnodePatch, request: Request,
+@router.patch("/hostnodes/{host_id}", response_model=HostnodeOut)
+def patch_hostnode(host_id: Ref, body: HostnodePatch, request: Request,
                    _: Principal = Depends(require("admin"))) -> dict[str, Any]:
     app = state(request)
 

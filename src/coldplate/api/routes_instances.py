@@ -10,9 +10,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
+from coldplate.api import responses
 from coldplate.api.auth import require, scoped_project, state
-from coldplate.api.problems import ApiProblem
-from coldplate.api.schemas import ActionIn, InstanceCreate, InstanceUpdate, instance_view
+from coldplate.api.problems import PROBLEM_RESPONSES, ApiProblem
+from coldplate.api.responses import EventList, InstanceList, InstanceOut
+from coldplate.api.schemas import MAX_LABELS, ActionIn, InstanceCreate, InstanceUpdate, Ref, instance_view
+from coldplate.checked import SafeStr
 from coldplate.clock import isoformat
 from coldplate.domain import pricing
 from coldplate.domain.lifecycle import FINAL, Status
@@ -20,7 +23,7 @@ from coldplate.services import actions, idempotency, instances, outbox
 from coldplate.services.instances import InstanceRequest, PortRequest, VolumeRequest
 from coldplate.services.projects import Principal
 
-router = APIRouter(prefix="/v1/instances")
+router = APIRouter(prefix="/v1/instances", responses=PROBLEM_RESPONSES)
 reader = require("instances:read")
 writer = require("instances:write")
 
@@ -38,9 +41,9 @@ def _request(body: InstanceCreate) -> InstanceRequest:
     )
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=InstanceOut)
 def create_instance(body: InstanceCreate, request: Request, principal: Principal = Depends(writer),
-                    idempotency_key: str | None = Header(default=None, max_length=255)) -> JSONResponse:
+                    idempotency_key: SafeStr | None = Header(default=None, max_length=255)) -> JSONResponse:
     app = state(request)
     digest = idempotency.request_hash(body.model_dump(mode="json"))
 
@@ -62,11 +65,12 @@ def create_instance(body: InstanceCreate, request: Request, principal: Principal
     return app.transact(create)
 
 
-@router.get("")
+@router.get("", response_model=InstanceList)
 def list_instances(request: Request, principal: Principal = Depends(reader),
-                   status: str | None = Query(default=None, max_length=200),
-                   label: list[str] = Query(default=[]), limit: int = Query(default=50, ge=1, le=500),
-                   cursor: str | None = Query(default=None, max_length=500)) -> dict[str, Any]:
+                   status: SafeStr | None = Query(default=None, max_length=200),
+                   label: list[SafeStr] = Query(default=[], max_length=MAX_LABELS),
+                   limit: int = Query(default=50, ge=1, le=500),
+                   cursor: SafeStr | None = Query(default=None, max_length=500)) -> dict[str, Any]:
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
     for value in statuses or []:
         if value not in Status.__members__.values():
@@ -80,17 +84,17 @@ def list_instances(request: Request, principal: Principal = Depends(reader),
     with state(request).read() as session:
         rows, next_cursor = instances.list_page(session, project_id=scoped_project(principal), statuses=statuses,
                                                 labels=labels, limit=limit, cursor=cursor)
-        return {"data": [instance_view(i) for i in rows], "next_cursor": next_cursor}
+        return {"data": responses.rows(rows, instance_view, InstanceOut), "next_cursor": next_cursor}
 
 
-@router.get("/{ref}")
-def get_instance(ref: str, request: Request, principal: Principal = Depends(reader)) -> dict[str, Any]:
+@router.get("/{ref}", response_model=InstanceOut)
+def get_instance(ref: Ref, request: Request, principal: Principal = Depends(reader)) -> dict[str, Any]:
     with state(request).read() as session:
         return instance_view(instances.get(session, project_id=scoped_project(principal), ref=ref))
 
 
-@router.patch("/{ref}")
-def update_instance(ref: str, body: InstanceUpdate, request: Request,
+@router.patch("/{ref}", response_model=InstanceOut)
+def update_instance(ref: Ref, body: InstanceUpdate, request: Request,
                     principal: Principal = Depends(writer)) -> dict[str, Any]:
     app = state(request)
 
@@ -122,38 +126,38 @@ def _act(request: Request, principal: Principal, ref: str, action: str, body: Ac
     return app.transact(act)
 
 
-@router.post("/{ref}/stop")
-def stop(ref: str, request: Request, body: ActionIn | None = None,
+@router.post("/{ref}/stop", response_model=InstanceOut)
+def stop(ref: Ref, request: Request, body: ActionIn | None = None,
          principal: Principal = Depends(writer)) -> dict[str, Any]:
     return _act(request, principal, ref, "stop", body)
 
 
-@router.post("/{ref}/start")
-def start(ref: str, request: Request, body: ActionIn | None = None,
+@router.post("/{ref}/start", response_model=InstanceOut)
+def start(ref: Ref, request: Request, body: ActionIn | None = None,
           principal: Principal = Depends(writer)) -> dict[str, Any]:
     return _act(request, principal, ref, "start", body)
 
 
-@router.post("/{ref}/restart")
-def restart(ref: str, request: Request, body: ActionIn | None = None,
+@router.post("/{ref}/restart", response_model=InstanceOut)
+def restart(ref: Ref, request: Request, body: ActionIn | None = None,
             principal: Principal = Depends(writer)) -> dict[str, Any]:
     return _act(request, principal, ref, "restart", body)
 
 
-@router.post("/{ref}/terminate")
-def terminate(ref: str, request: Request, body: ActionIn | None = None,
+@router.post("/{ref}/terminate", response_model=InstanceOut)
+def terminate(ref: Ref, request: Request, body: ActionIn | None = None,
               principal: Principal = Depends(writer)) -> dict[str, Any]:
     return _act(request, principal, ref, "terminate", body)
 
 
-@router.delete("/{ref}")
-def delete(ref: str, request: Request, force: bool = False, principal: Principal = Depends(writer)) -> Response:
+@router.delete("/{ref}", response_model=InstanceOut)
+def delete(ref: Ref, request: Request, force: bool = False, principal: Principal = Depends(writer)) -> Response:
     view = _act(request, principal, ref, "terminate", ActionIn(force=force))
     return JSONResponse(view, status_code=200)
 
 
-@router.get("/{ref}/events")
-def events(ref: str, request: Request, principal: Principal = Depends(reader)) -> dict[str, Any]:
+@router.get("/{ref}/events", response_model=EventList)
+def events(ref: Ref, request: Request, principal: Principal = Depends(reader)) -> dict[str, Any]:
     with state(request).read() as session:
         inst = instances.get(session, project_id=scoped_project(principal), ref=ref)
         return {"data": [{"id": e.id, "type": e.type, "from_status": e.from_status, "to_status": e.to_status,
@@ -161,8 +165,8 @@ def events(ref: str, request: Request, principal: Principal = Depends(reader)) -
                          for e in outbox.instance_events(session, instance_id=inst.id)]}
 
 
-@router.get("/{ref}/wait")
-async def wait(ref: str, request: Request, principal: Principal = Depends(reader),
+@router.get("/{ref}/wait", response_model=InstanceOut)
+async def wait(ref: Ref, request: Request, principal: Principal = Depends(reader),
                status: Status = Status.READY, timeout: float = Query(default=60, ge=0, le=300)) -> dict[str, Any]:
     app = state(request)
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import posixpath
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import yaml
+from fastapi import Path
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from coldplate.checked import REF_PATTERN, AbsolutePath, FiniteFloat, SafeStr
 from coldplate.clock import isoformat
 from coldplate.db.tables import Hostnode
 from coldplate.domain import pricing
@@ -24,6 +25,27 @@ NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 SSH_KEY = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( .*)?$")
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=6)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+# A path parameter naming a row (an id or a name): anything else cannot name one, and is a 422.
+Ref = Annotated[str, Path(pattern=REF_PATTERN)]
+Name = Annotated[SafeStr, Field(min_length=1, max_length=200)]
+InstanceName = Annotated[str, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]
+# Limits of what an instance carries (docs/api.md lists them).
+MAX_ENV = 128
+MAX_ENV_NAME = 256
+MAX_ENV_VALUE = 32 * 1024
+MAX_ENV_BYTES = 64 * 1024
+MAX_LABELS = 64
+MAX_LABEL_KEY = 63
+MAX_LABEL_VALUE = 256
+MAX_ARGV = 256
+MAX_ARG = 8 * 1024
+MAX_ARGV_BYTES = 64 * 1024
+EnvName = Annotated[str, Field(min_length=1, max_length=MAX_ENV_NAME, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+EnvValue = Annotated[SafeStr, Field(max_length=MAX_ENV_VALUE)]
+LabelKey = Annotated[SafeStr, Field(min_length=1, max_length=MAX_LABEL_KEY)]
+LabelValue = Annotated[SafeStr, Field(max_length=MAX_LABEL_VALUE)]
+Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
+Argv = Annotated[list[Annotated[SafeStr, Field(max_length=MAX_ARG)]], Field(max_length=MAX_ARGV)]
 
 
 class Strict(BaseModel):
@@ -37,8 +59,8 @@ def openssh_public_key(key: str, what: str) -> str:
 
 
 class SshKeyIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
-    public_key: str = Field(min_length=1, max_length=16384)
+    name: Name
+    public_key: Annotated[SafeStr, Field(min_length=1, max_length=16384)]
 
     @field_validator("public_key")
     @classmethod
@@ -56,40 +78,28 @@ PACKAGE = r"^[A-Za-z0-9][A-Za-z0-9+._:~-]*$"
 CLOUD_INIT_MAX_BYTES = 64 * 1024
 
 
-def absolute_path(path: str, what: str) -> str:
-    if not path.startswith("/") or "\0" in path:
-        raise ValueError(f"{what} must be an absolute path")
-    return posixpath.normpath(path)
-
-
 class VolumeIn(Strict):
     """A project volume on the host (created on first use, kept after the instance), mounted at mount_path."""
 
-    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
-    mount_path: str = Field(min_length=2, max_length=1024)
+    name: InstanceName
+    mount_path: AbsolutePath
     readonly: bool = False
 
     @field_validator("mount_path")
     @classmethod
     def _mount_path(cls, path: str) -> str:
-        path = absolute_path(path, "mount_path")
         if path in RESERVED_MOUNTS or path.startswith(("/proc/", "/sys/", "/dev/", "/workspace/")):
             raise ValueError(f"mount_path {path} is reserved; choose a path such as /data")
         return path
 
 
 class WriteFileIn(Strict):
-    path: str = Field(min_length=2, max_length=1024)
-    content: str = Field(default="", max_length=CLOUD_INIT_MAX_BYTES)
+    path: AbsolutePath
+    content: Annotated[SafeStr, Field(max_length=CLOUD_INIT_MAX_BYTES)] = ""
     encoding: Literal["text", "b64", "base64"] = "text"
     permissions: str | None = Field(default=None, pattern=r"^0?[0-7]{3,4}$")
     owner: str | None = Field(default=None, max_length=65, pattern=r"^[a-z_][a-z0-9_-]*(:[a-z_][a-z0-9_-]*)?$")
     append: bool = False
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, path: str) -> str:
-        return absolute_path(path, "path")
 
     @model_validator(mode="after")
     def _content(self) -> WriteFileIn:
@@ -108,8 +118,8 @@ class WriteFileIn(Strict):
 class CloudInitIn(Strict):
     """The cloud-config keys coldplate runs on first boot; other keys are refused, not ignored."""
 
-    runcmd: list[str | list[str]] = Field(default_factory=list, max_length=100)
-    packages: list[str | list[str]] = Field(default_factory=list, max_length=200)
+    runcmd: list[SafeStr | list[SafeStr]] = Field(default_factory=list, max_length=100)
+    packages: list[SafeStr | list[SafeStr]] = Field(default_factory=list, max_length=200)
     package_update: bool = False
     package_upgrade: bool = False
     write_files: list[WriteFileIn] = Field(default_factory=list, max_length=64)
@@ -157,26 +167,27 @@ def cloud_config(value: Any) -> Any:
 
 
 class InstanceCreate(Strict):
-    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
-    gpu: str = Field(min_length=1, max_length=100)
+    name: InstanceName
+    gpu: Annotated[SafeStr, Field(min_length=1, max_length=100)]
     gpu_count: int = Field(default=1, ge=0, le=64)
     vcpus: int | None = Field(default=None, ge=1, le=1024)
     memory_gb: int | None = Field(default=None, ge=1, le=16384)
     disk_gb: int = Field(default=20, ge=1, le=100_000)
-    region: str | None = Field(default=None, max_length=40)
-    hostnode_id: str | None = Field(default=None, max_length=40)
-    image: str = Field(default="busybox", min_length=1, max_length=500)
-    cmd: list[str] | None = Field(default=None, max_length=256)
-    entrypoint: list[str] | None = Field(default=None, max_length=256)
-    env: dict[str, str] = Field(default_factory=dict)
-    ssh_keys: list[str] = Field(default_factory=list, max_length=64)
-    ssh_key_ids: list[str] = Field(default_factory=list, max_length=64)
+    region: Annotated[SafeStr, Field(max_length=40)] | None = None
+    hostnode_id: Annotated[SafeStr, Field(max_length=40)] | None = None
+    image: Annotated[SafeStr, Field(min_length=1, max_length=500)] = "busybox"
+    cmd: Argv | None = None
+    entrypoint: Argv | None = None
+    env: Annotated[dict[EnvName, EnvValue], Field(max_length=MAX_ENV)] = Field(default_factory=dict)
+    ssh_keys: list[Annotated[SafeStr, Field(max_length=16384)]] = Field(default_factory=list, max_length=64)
+    ssh_key_ids: list[Annotated[SafeStr, Field(min_length=1, max_length=40)]] = Field(default_factory=list,
+                                                                                       max_length=64)
     ports: list[PortIn] = Field(default_factory=list, max_length=32)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     spot: bool = False
     max_price_per_hour: Money | None = None
     duration_hours: int | None = Field(default=None, ge=1, le=168)
-    max_hours: float | None = Field(default=None, gt=0, le=8760)
+    max_hours: FiniteFloat | None = Field(default=None, gt=0, le=8760)
     volumes: list[VolumeIn] = Field(default_factory=list, max_length=16)
     cloud_init: CloudInitIn | None = None
 
@@ -202,10 +213,16 @@ class InstanceCreate(Strict):
     @field_validator("env")
     @classmethod
     def _env(cls, env: dict[str, str]) -> dict[str, str]:
-        for name in env:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise ValueError(f"env name {name!r} is not a valid variable name")
+        if sum(len(k.encode()) + len(v.encode()) for k, v in env.items()) > MAX_ENV_BYTES:
+            raise ValueError(f"env must be at most {MAX_ENV_BYTES} bytes in all (names and values)")
         return env
+
+    @field_validator("cmd", "entrypoint")
+    @classmethod
+    def _argv(cls, argv: list[str] | None) -> list[str] | None:
+        if argv is not None and sum(len(a.encode()) for a in argv) > MAX_ARGV_BYTES:
+            raise ValueError(f"must be at most {MAX_ARGV_BYTES} bytes in all")
+        return argv
 
     @field_validator("ports")
     @classmethod
@@ -218,8 +235,8 @@ class InstanceCreate(Strict):
 
 
 class InstanceUpdate(Strict):
-    name: str | None = Field(default=None, min_length=1, max_length=63, pattern=NAME_PATTERN)
-    labels: dict[str, str] | None = None
+    name: InstanceName | None = None
+    labels: Labels | None = None
 
 
 class ActionIn(Strict):
@@ -228,20 +245,20 @@ class ActionIn(Strict):
 
 
 class ProjectIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
 
 
 class KeyIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
-    scopes: list[str] = Field(default_factory=lambda: ["instances:read", "instances:write", "billing:read",
-                                                       "webhooks:read", "webhooks:write"],
-                              min_length=1)
+    name: Name
+    scopes: list[Annotated[SafeStr, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=lambda: ["instances:read", "instances:write", "billing:read", "webhooks:read",
+                                 "webhooks:write"], min_length=1, max_length=32)
 
 
 class JoinTokenIn(Strict):
-    name: str = Field(default="agent", min_length=1, max_length=200)
+    name: Name = "agent"
     expires_at: AwareDatetime | None = None
-    expires_in_hours: float | None = Field(default=None, gt=0, le=24 * 366 * 10)
+    expires_in_hours: FiniteFloat | None = Field(default=None, gt=0, le=24 * 366 * 10)
     max_uses: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
@@ -261,80 +278,9 @@ class HostnodePatch(Strict):
     prices: PricesIn | None = None
 
 
-class LocationIn(Strict):
-    city: str = Field(default="", max_length=100)
-    country: str = Field(default="", max_length=100)
-
-
-class GpuIn(Strict):
-    model: str = Field(default="cpu", max_length=100)
-    count: int = Field(default=0, ge=0, le=64)
-    memory_mb: int = Field(default=0, ge=0)
-    uuids: list[str] = Field(default_factory=list)
-    driver_version: str | None = None
-    simulated: bool = False
-
-
-class AgentPrices(Strict):
-    gpu_per_hour: Money
-    spot_gpu_per_hour: Money
-    vcpu_per_hour: Money = Decimal(0)
-    memory_gb_per_hour: Money = Decimal(0)
-    disk_gb_per_hour: Money = Decimal(0)
-
-
-class RegisterIn(Strict):
-    join_token: str | None = Field(default=None, min_length=1)  # a new host; see services.hostnodes.register
-    name: str = Field(min_length=1, max_length=200)
-    region: str
-    location: LocationIn = Field(default_factory=LocationIn)
-    gpu: GpuIn = Field(default_factory=GpuIn)
-    vcpus: int = Field(ge=1)
-    memory_gb: int = Field(ge=1)
-    disk_gb: int = Field(ge=1)
-    port_range: tuple[Port, Port]
-    prices: AgentPrices
-    address: str = Field(default="127.0.0.1", max_length=200)
-    heartbeat_timeout_seconds: int = Field(default=30, ge=1, le=3600)
-    uptime_pct: float = Field(default=100.0, ge=0, le=100)
-
-
-class ObservedInstance(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str
-    status: str
-
-
-class MetricIn(Strict):
-    instance_id: str = Field(max_length=40)
-    values: dict[str, float] = Field(max_length=32)
-
-
-class HeartbeatIn(BaseModel):
-    model_config = ConfigDict(extra="allow")  # inventory grows with the agent
-    instances: list[ObservedInstance] = Field(default_factory=list)
-    metrics: list[MetricIn] = Field(default_factory=list, max_length=1000)
-
-
-class TransitionIn(Strict):
-    status: Literal["starting", "ready", "stopped", "terminated", "failed"]
-    failure_reason: str | None = Field(default=None, max_length=1000)
-    exit_code: int | None = None
-    exit_message: str | None = Field(default=None, max_length=500)
-
-
-class TaskResultIn(Strict):
-    exit_code: int | None = None
-    stdout: str | None = None
-    stderr: str | None = None
-    lines: list[str] | None = None
-    cursor: str | None = None
-    error: str | None = Field(default=None, max_length=2000)
-
-
 class ExecIn(Strict):
-    cmd: list[str] | str = Field(min_length=1)
-    timeout: float = Field(default=30, gt=0, le=600)
+    cmd: Argv | Annotated[SafeStr, Field(max_length=MAX_ARG)] = Field(min_length=1)
+    timeout: FiniteFloat = Field(default=30, gt=0, le=600)
 
     def argv(self) -> list[str]:
         return ["sh", "-c", self.cmd] if isinstance(self.cmd, str) else self.cmd

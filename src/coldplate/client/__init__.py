@@ -2,8 +2,10 @@
 
 from coldplate.client.async_ import AsyncClient
 from coldplate.client.errors import (
+    AgentError,
     AuthError,
     ColdplateError,
+    ConflictError,
     IdempotencyConflictError,
     InvalidStateError,
     NoCapacityError,
@@ -16,7 +18,8 @@ from coldplate.client.sync import Client
 from coldplate.client.webhooks import Delivery, Event, Webhook
 
 __all__ = [
-    "AsyncClient", "Client", "ColdplateError", "AuthError", "IdempotencyConflictError", "InvalidStateError",
+    "AsyncClient", "Client", "ColdplateError", "AgentError", "AuthError", "ConflictError",
+    "IdempotencyConflictError", "InvalidStateError",
     "NoCapacityError", "NotFoundError", "ValidationError", "WaitTimeoutError", "ApiKey", "GpuType", "Hostnode",
     "Instance", "InstanceEvent", "Offer", "Project", "Region", "Delivery", "Event", "Webhook",
 ]

@@ -1,10 +1,12 @@
-"""Typed SDK errors, one per problem `code`."""
+"""Typed SDK errors: each problem `code` raises the class the registry (services/errors.py) names."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import httpx
+
+from coldplate.services.errors import CODES
 
 
 class ColdplateError(Exception):
@@ -22,13 +24,14 @@ class ValidationError(ColdplateError): ...
 class AuthError(ColdplateError): ...
 class IdempotencyConflictError(ColdplateError): ...
 class WaitTimeoutError(ColdplateError): ...
+class ConflictError(ColdplateError): ...
+class AgentError(ColdplateError): ...
 
 
-_BY_CODE: dict[str, type[ColdplateError]] = {
-    "not_found": NotFoundError, "no_capacity": NoCapacityError, "invalid_state": InvalidStateError,
-    "validation_error": ValidationError, "unauthorized": AuthError, "forbidden_scope": AuthError,
-    "idempotency_conflict": IdempotencyConflictError, "wait_timeout": WaitTimeoutError,
-}
+_CLASSES: dict[str, type[ColdplateError]] = {cls.__name__: cls for cls in (
+    ColdplateError, NotFoundError, NoCapacityError, InvalidStateError, ValidationError, AuthError,
+    IdempotencyConflictError, WaitTimeoutError, ConflictError, AgentError)}
+_BY_CODE: dict[str, type[ColdplateError]] = {code: _CLASSES[c.sdk_error] for code, c in CODES.items()}
 
 
 def raise_for_problem(response: httpx.Response) -> None:

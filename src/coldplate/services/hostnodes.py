@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -18,6 +16,7 @@ from coldplate.domain.lifecycle import (
     host_change_allowed,
 )
 from coldplate.ids import hash_secret, new_id, new_secret
+from coldplate.protocol import HostInfo
 from coldplate.services import join_tokens, outbox, projects
 from coldplate.services.errors import Forbidden, InvalidInput, InvalidState, NotFound, Unauthorized
 from coldplate.services.projects import ADMIN_PROJECT_ID
@@ -25,51 +24,27 @@ from coldplate.services.projects import ADMIN_PROJECT_ID
 ADMIN_STATUSES = tuple(s.value for s in ADMIN_HOST_STATUSES)
 
 
-@dataclass(frozen=True)
-class HostSpec:
-    name: str
-    region: str
-    city: str
-    country: str
-    address: str
-    gpu_model: str
-    gpu_count: int
-    gpu_memory_mb: int
-    gpu_uuids: list[str]
-    vcpus: int
-    memory_gb: int
-    disk_gb: int
-    port_lo: int
-    port_hi: int
-    prices_micros: dict[str, int]
-    heartbeat_timeout_s: int = 30
-    uptime_pct: float = 100.0
-
-
-def _resolve_spec(spec: HostSpec) -> tuple[str, str]:
-    gpu = catalog.resolve_gpu(spec.gpu_model) if spec.gpu_count > 0 else catalog.gpu_type("cpu")
+def _resolve_spec(spec: HostInfo) -> tuple[str, str]:
+    gpu = catalog.resolve_gpu(spec.gpu.model) if spec.gpu.count > 0 else catalog.gpu_type("cpu")
     if gpu is None:
-        raise InvalidInput(f"unknown GPU model {spec.gpu_model!r}", param="gpu.model")
+        raise InvalidInput(f"unknown GPU model {spec.gpu.model!r}", param="gpu.model")
     region = catalog.resolve_region(spec.region)
     if region is None:
         raise InvalidInput(f"unknown region {spec.region!r}", param="region")
-    if spec.port_lo > spec.port_hi:
+    if spec.port_range[0] > spec.port_range[1]:
         raise InvalidInput("port_range must be [low, high]", param="port_range")
     return gpu.slug, region.slug
 
 
-def _apply_spec(host: Hostnode, spec: HostSpec, gpu_slug: str, region: str) -> None:
-    host.region, host.city, host.country, host.address = region, spec.city, spec.country, spec.address
-    host.gpu_type, host.gpu_count = gpu_slug, spec.gpu_count
-    host.gpu_memory_mb, host.gpu_uuids = spec.gpu_memory_mb, spec.gpu_uuids
+def _apply_spec(host: Hostnode, spec: HostInfo, gpu_slug: str, region: str) -> None:
+    host.region, host.city, host.country, host.address = region, spec.location.city, spec.location.country, spec.address
+    host.gpu_type, host.gpu_count = gpu_slug, spec.gpu.count
+    host.gpu_memory_mb, host.gpu_uuids = spec.gpu.memory_mb, list(spec.gpu.uuids)
     host.vcpus, host.memory_gb, host.disk_gb = spec.vcpus, spec.memory_gb, spec.disk_gb
-    host.port_lo, host.port_hi = spec.port_lo, spec.port_hi
-    host.gpu_price_micros = spec.prices_micros["gpu_per_hour"]
-    host.spot_gpu_price_micros = spec.prices_micros["spot_gpu_per_hour"]
-    host.vcpu_price_micros = spec.prices_micros.get("vcpu_per_hour", 0)
-    host.memory_gb_price_micros = spec.prices_micros.get("memory_gb_per_hour", 0)
-    host.disk_gb_price_micros = spec.prices_micros.get("disk_gb_per_hour", 0)
-    host.heartbeat_timeout_s = spec.heartbeat_timeout_s
+    host.port_lo, host.port_hi = spec.port_range
+    for field, column in _PRICE_COLUMNS.items():
+        setattr(host, column, pricing.to_micros(getattr(spec.prices, field)))
+    host.heartbeat_timeout_s = spec.heartbeat_timeout_seconds
     host.uptime_pct = spec.uptime_pct
     host.gpus_free = host.gpu_count - len(host.gpus_used)
 
@@ -81,7 +56,7 @@ def _is_admin(session: Session, secret: str) -> bool:
         return False
 
 
-def register(session: Session, *, clock: Clock, spec: HostSpec, join_token: str | None,
+def register(session: Session, *, clock: Clock, spec: HostInfo, join_token: str | None,
              credential: str | None) -> tuple[Hostnode, str]:
     """Register a new host, or re-register an existing one; returns it and its agent token.
 
@@ -194,4 +169,4 @@ def assignments(session: Session, *, host: Hostnode) -> list[Instance]:
     ))
 
 
-__all__ = ["HostSpec", "Status", "register", "heartbeat", "assignments", "PRICE_FIELDS"]
+__all__ = ["HostInfo", "Status", "register", "heartbeat", "assignments", "PRICE_FIELDS"]

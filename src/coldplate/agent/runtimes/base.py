@@ -1,4 +1,4 @@
-"""The runtime interface every runtime implements, and the assignment it is given."""
+"""The runtime interface every runtime implements; the assignment it is given is the protocol's."""
 
 from __future__ import annotations
 
@@ -6,42 +6,17 @@ import asyncio
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
+
+from coldplate.protocol import Assignment
 
 START_CHECK_S = 0.5  # a workload that dies this soon after start failed to start
 BOOT_TIMEOUT_S = 1800.0  # how long a first boot's cloud-init may take
 BOOT_POLL_S = 0.25
 STATE_DIR = "/workspace/.coldplate"  # where the instance's own coldplate state lives, on its disk
 
-
-@dataclass(frozen=True)
-class Assignment:
-    instance_id: str
-    name: str
-    desired: str
-    status: str
-    image: str
-    cmd: list[str] | None = None
-    entrypoint: list[str] | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    gpu_indices: list[int] = field(default_factory=list)
-    vcpus: int = 1
-    memory_gb: int = 1
-    disk_gb: int = 1
-    ports: list[dict[str, int]] = field(default_factory=list)
-    ssh_port: int | None = None
-    ssh_keys: list[str] = field(default_factory=list)
-    grace_seconds: float = 60
-    force: bool = False
-    project_id: str = ""
-    volumes: list[dict[str, Any]] = field(default_factory=list)  # {name, mount_path, readonly}
-    cloud_init: dict[str, Any] | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Assignment:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+__all__ = ["Assignment", "ExecResult", "ExitInfo", "LogChunk", "Runtime", "RuntimeFailure", "Shell"]
 
 
 @dataclass(frozen=True)

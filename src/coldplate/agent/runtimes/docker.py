@@ -134,13 +134,13 @@ class DockerRuntime:
         self.client.volumes.create(name=workspace, labels={LABEL: spec.instance_id})
         mounts = {workspace: {"bind": "/workspace", "mode": "rw"}}
         for volume in spec.volumes:
-            name = project_volume_name(spec.project_id, volume["name"])
+            name = project_volume_name(spec.project_id, volume.name)
             try:
                 self.client.volumes.get(name)
             except NotFound:
                 self.client.volumes.create(name=name, labels={PROJECT_LABEL: spec.project_id,
-                                                              VOLUME_LABEL: volume["name"]})
-            mounts[name] = {"bind": volume["mount_path"], "mode": "ro" if volume.get("readonly") else "rw"}
+                                                              VOLUME_LABEL: volume.name})
+            mounts[name] = {"bind": volume.mount_path, "mode": "ro" if volume.readonly else "rw"}
         return mounts
 
     def _create(self, spec: Assignment) -> Any:
@@ -156,7 +156,7 @@ class DockerRuntime:
                 spec.image, command=command, entrypoint=entrypoint, name=container_name(spec.instance_id),
                 environment={**spec.env, **gpu_env(spec.gpu_indices)}, labels={LABEL: spec.instance_id, **self.labels},
                 hostname=spec.name, detach=True, working_dir="/workspace",
-                ports={f"{p['internal_port']}/tcp": ("127.0.0.1", p["external_port"]) for p in spec.ports},
+                ports={f"{p.internal_port}/tcp": ("127.0.0.1", p.external_port) for p in spec.ports},
                 volumes=self._volumes(spec),
                 nano_cpus=int(min(spec.vcpus, self.max_cpus) * 1e9), mem_limit=f"{spec.memory_gb}g",
                 device_requests=devices,

@@ -44,6 +44,7 @@ from coldplate.agent.runtimes.base import (
     exited_during_start,
     gpu_env,
 )
+from coldplate.protocol import PortMapping
 
 log = logging.getLogger(__name__)
 DEFAULT_CMD = ["sleep", "infinity"]
@@ -139,9 +140,9 @@ class ProcessRuntime:
             raise RuntimeFailure("volumes need bubblewrap (bwrap) on this host, and it is not installed")
         mounts = []
         for volume in spec.volumes:
-            source = self.volume_dir(spec.project_id, volume["name"])
+            source = self.volume_dir(spec.project_id, volume.name)
             source.mkdir(parents=True, exist_ok=True)
-            mounts.append(Mount(source, volume["mount_path"], bool(volume.get("readonly"))))
+            mounts.append(Mount(source, volume.mount_path, volume.readonly))
         return mounts
 
     async def start(self, spec: Assignment) -> None:
@@ -195,9 +196,9 @@ class ProcessRuntime:
         await await_start(spec, exited=exited, booted=booted)
         await self._forward_ports(running, spec.ports)
 
-    async def _forward_ports(self, running: Running, ports: list[dict[str, int]]) -> None:
+    async def _forward_ports(self, running: Running, ports: list[PortMapping]) -> None:
         for port in ports:
-            running.proxies.append(await self._forward(port["external_port"], port["internal_port"]))
+            running.proxies.append(await self._forward(port.external_port, port.internal_port))
 
     def _record_path(self, instance_id: str) -> Path:
         return self.instance_dir(instance_id) / PROCESS_RECORD
@@ -209,7 +210,8 @@ class ProcessRuntime:
         except psutil.NoSuchProcess:  # it has already ended: start reports that, and there is nothing to adopt
             return
         record = {"leader_pid": running.leader_pid, "main_pid": running.main_pid, "create_time": started,
-                  "env": running.env, "prefix": running.prefix, "ports": spec.ports}
+                  "env": running.env, "prefix": running.prefix,
+                  "ports": [p.model_dump() for p in spec.ports]}
         path = self._record_path(spec.instance_id)
         path.with_suffix(".tmp").write_text(json.dumps(record))
         os.replace(path.with_suffix(".tmp"), path)
@@ -237,7 +239,7 @@ class ProcessRuntime:
                               prefix=record["prefix"], process=None)
             self.running_[instance_id] = running
             try:
-                await self._forward_ports(running, record["ports"])
+                await self._forward_ports(running, [PortMapping.model_validate(p) for p in record["ports"]])
             except RuntimeFailure as exc:  # the port was taken meanwhile: the workload runs, unreachable there
                 log.warning("port forward not restored", extra={"instance_id": instance_id, "error": str(exc)})
             log.info("adopted a running workload", extra={"instance_id": instance_id})
