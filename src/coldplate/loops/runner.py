@@ -8,13 +8,14 @@ from collections.abc import Callable
 
 from fastapi.concurrency import run_in_threadpool
 
-from coldplate.loops import hosts, retention, timers
+from coldplate.loops import hosts, meter, retention, timers
 from coldplate.state import AppState
 
 log = logging.getLogger(__name__)
 
 LOOPS: dict[str, Callable[[AppState], object]] = {
     "timers": timers.run_once, "hosts": hosts.run_once, "retention": retention.run_once,
+    "meter": meter.run_once,
 }
 
 

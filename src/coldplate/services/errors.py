@@ -42,3 +42,7 @@ class Unauthorized(ServiceError):
 
 class ForbiddenScope(ServiceError):
     code = "forbidden_scope"
+
+
+class BudgetExceeded(ServiceError):
+    code = "budget_exceeded"

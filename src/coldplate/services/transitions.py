@@ -8,7 +8,7 @@ from coldplate.clock import Clock
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import placement
 from coldplate.domain.lifecycle import HOLDS_DISK, HOLDS_GPUS, InvalidTransition, Status, check_transition
-from coldplate.services import capacity, outbox, signals
+from coldplate.services import billing, capacity, outbox, signals
 from coldplate.services.errors import InvalidState
 
 
@@ -20,6 +20,7 @@ def transition(session: Session, *, clock: Clock, inst: Instance, target: Status
     except InvalidTransition as exc:
         raise InvalidState(f"instance {inst.id} is {current}; it cannot become {target}",
                            param="status") from exc
+    billing.on_transition(session, clock=clock, inst=inst, current=current, target=target)
     now = clock.now()
     if inst.hostnode_id is not None:
         _release(session, inst, current, target)
