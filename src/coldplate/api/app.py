@@ -17,6 +17,7 @@ from coldplate.api import (
     routes_access,
     routes_admin,
     routes_agent,
+    routes_billing,
     routes_catalog,
     routes_instances,
     routes_ssh_keys,
@@ -41,7 +42,8 @@ def create_app(app_state: AppState, *, background: Background | None = None) -> 
     app = FastAPI(title="coldplate", version="0.1.0", lifespan=lifespan)
     app.state.coldplate = app_state
     problems.install(app)
-    for module in (routes_instances, routes_access, routes_catalog, routes_admin, routes_agent, routes_ssh_keys):
+    for module in (routes_instances, routes_access, routes_catalog, routes_admin, routes_agent, routes_ssh_keys,
+                   routes_billing):
         app.include_router(module.router)
 
     @app.get("/healthz")

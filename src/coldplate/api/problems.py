@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 STATUS_BY_CODE = {
     "not_found": 404, "invalid_state": 409, "no_capacity": 409, "name_taken": 409,
     "validation_error": 422, "idempotency_conflict": 409, "unauthorized": 401, "forbidden_scope": 403,
-    "wait_timeout": 408, "agent_error": 424,
+    "wait_timeout": 408, "agent_error": 424, "budget_exceeded": 402,
 }
 CODE_BY_STATUS = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden_scope",
                   400: "bad_request", 415: "unsupported_media_type"}

@@ -6,6 +6,7 @@ import base64
 import binascii
 import posixpath
 import re
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from coldplate.clock import isoformat
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import catalog, pricing
+from coldplate.services import billing
 from coldplate.services.hostnodes import host_prices
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
@@ -176,6 +178,7 @@ class InstanceCreate(Strict):
     max_hours: float | None = Field(default=None, gt=0, le=8760)
     volumes: list[VolumeIn] = Field(default_factory=list, max_length=16)
     cloud_init: CloudInitIn | None = None
+    budget_limit: Money | None = None
 
     @field_validator("cloud_init", mode="before")
     @classmethod
@@ -217,6 +220,7 @@ class InstanceCreate(Strict):
 class InstanceUpdate(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=63, pattern=NAME_PATTERN)
     labels: dict[str, str] | None = None
+    budget_limit: Money | None = None  # null clears it
 
 
 class ActionIn(Strict):
@@ -226,6 +230,11 @@ class ActionIn(Strict):
 
 class ProjectIn(Strict):
     name: str = Field(min_length=1, max_length=200)
+
+
+class ProjectBudgetIn(Strict):
+    monthly_budget: Money | None = None  # null removes the budget
+    on_budget_exceeded: Literal["block_creates", "stop_instances"] | None = None
 
 
 class KeyIn(Strict):
@@ -338,7 +347,8 @@ def gpu_view(slug: str, count: int) -> dict[str, Any]:
     return {"type": gpu.slug, "name": gpu.name, "count": count}
 
 
-def instance_view(inst: Instance) -> dict[str, Any]:
+def instance_view(inst: Instance, now: datetime | None = None) -> dict[str, Any]:
+    """`now` prices the open billing segment into `cost_so_far`; without it only closed entries count."""
     ssh = f"ssh root@{inst.ip} -p {inst.ssh_port}" if inst.ip and inst.ssh_port else None
     return {
         "id": inst.id, "name": inst.name, "project_id": inst.project_id, "status": inst.status,
@@ -355,6 +365,9 @@ def instance_view(inst: Instance) -> dict[str, Any]:
         "created_at": isoformat(inst.created_at), "ready_at": isoformat(inst.ready_at),
         "stopped_at": isoformat(inst.stopped_at), "terminated_at": isoformat(inst.terminated_at),
         "expires_at": isoformat(inst.expires_at),
+        "duration_hours": inst.reserved_hours,
+        "budget_limit": None if inst.budget_limit_micros is None else pricing.format_micros(inst.budget_limit_micros),
+        "cost_so_far": pricing.format_micros(inst.billed_micros if now is None else billing.cost_so_far(inst, now)),
     }
 
 

@@ -58,8 +58,9 @@ def check_instance(session: Session, *, clock: Clock, instance_id: str) -> list[
 
 def set_project_budget(session: Session, *, project: Project, monthly_budget_micros: int | None,
                        on_budget_exceeded: str | None) -> Project:
+    """No budget, no policy; a budget without a policy blocks creates."""
     project.monthly_budget_micros = monthly_budget_micros
-    project.on_budget_exceeded = on_budget_exceeded
+    project.on_budget_exceeded = None if monthly_budget_micros is None else (on_budget_exceeded or POLICIES[0])
     session.flush()
     return project
 
