@@ -37,9 +37,9 @@ def on_transition(session: Session, *, clock: Clock, inst: Instance, current: St
     """Close the segment `target` ends and open the one it begins, in the transition's transaction."""
     now = clock.now()
     if inst.seg_kind == COMPUTE and target not in BILLED:
-        _close(session, clock=clock, inst=inst, end=now, run_ends=target in RUN_ENDS)
+        _close(session, clock=clock, inst=inst, end=now, final=True, minimum=target in RUN_ENDS)
     elif inst.seg_kind == STORAGE and target is not S.STOPPED:
-        _close(session, clock=clock, inst=inst, end=now, run_ends=True)
+        _close(session, clock=clock, inst=inst, end=now, final=True, minimum=False)
     if target is S.READY and current is not S.READY:
         _open_compute(session, clock=clock, inst=inst, now=now)
     elif target is S.STOPPED and inst.seg_kind is None:
@@ -72,17 +72,18 @@ def _open_storage(session: Session, *, inst: Instance, now: datetime) -> None:
         _open(inst, STORAGE, billing.whole_second(now), rate, 0)
 
 
-def _charges(inst: Instance, end: datetime, run_ends: bool) -> list[Charge]:
+def _charges(inst: Instance, end: datetime, minimum: bool) -> list[Charge]:
     assert inst.seg_kind is not None and inst.seg_start is not None and inst.seg_rate_micros is not None
     return billing.close(inst.seg_kind, start=as_utc(inst.seg_start), end=end, rate_micros=inst.seg_rate_micros,
-                         billed_before_s=inst.seg_billed_s, run_ends=run_ends)
+                         billed_before_s=inst.seg_billed_s, run_ends=minimum)
 
 
-def _close(session: Session, *, clock: Clock, inst: Instance, end: datetime, run_ends: bool) -> None:
-    charges = _charges(inst, end, run_ends)
+def _close(session: Session, *, clock: Clock, inst: Instance, end: datetime, final: bool, minimum: bool) -> None:
+    """Charge the segment up to `end`; `final` ends it, `minimum` tops a compute run up to a minute."""
+    charges = _charges(inst, end, minimum)
     for charge in charges:
         _write(session, clock=clock, inst=inst, charge=charge, segment=inst.seg_no)
-    if run_ends:
+    if final:
         inst.seg_kind, inst.seg_start, inst.seg_rate_micros, inst.seg_billed_s = None, None, None, 0
     elif charges:
         inst.seg_start = charges[-1].period_end
@@ -103,7 +104,7 @@ def open_charges(inst: Instance, now: datetime) -> list[Charge]:
     """What closing the open segment now would charge (with the minimum): the live part of the cost."""
     if inst.seg_kind is None:
         return []
-    return _charges(inst, now, run_ends=True)
+    return _charges(inst, now, minimum=True)
 
 
 def cost_so_far(inst: Instance, now: datetime) -> int:
@@ -122,7 +123,7 @@ def close_due(session: Session, *, clock: Clock, instance_id: str) -> int:
     if inst is None or inst.seg_start is None or as_utc(inst.seg_start) > now - CLOSE_AFTER:
         return 0
     before = inst.seg_no, inst.seg_billed_s
-    _close(session, clock=clock, inst=inst, end=now, run_ends=False)
+    _close(session, clock=clock, inst=inst, end=now, final=False, minimum=False)
     session.flush()
     return 0 if (inst.seg_no, inst.seg_billed_s) == before else 1
 
