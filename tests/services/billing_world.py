@@ -35,7 +35,7 @@ class World:
 
     def create(self, name: str, **fields: Any) -> str:
         with self.state.tx() as session:
-            req = InstanceRequest(name=name, gpu="H100", disk_gb=20, **fields)
+            req = InstanceRequest(name=name, gpu="H100", disk_gb=20, hostnode_id=self.host_id, **fields)
             return instances.create(session, clock=self.clock, project_id=self.project_id, req=req).id
 
     def report(self, inst_id: str, status: str) -> None:

@@ -66,6 +66,9 @@ def _open_compute(session: Session, *, clock: Clock, inst: Instance, now: dateti
 
 
 def _open_storage(session: Session, *, inst: Instance, now: datetime) -> None:
+    """The disk of a stopped instance, priced at its host's disk rate; not before it has ever been ready."""
+    if inst.ready_at is None:
+        return
     host = session.get(Hostnode, inst.hostnode_id) if inst.hostnode_id else None
     rate = host.disk_gb_price_micros * inst.disk_gb if host is not None else 0
     if rate > 0:
