@@ -3,6 +3,7 @@
 from coldplate.client.async_ import AsyncClient
 from coldplate.client.errors import (
     AuthError,
+    BudgetExceededError,
     ColdplateError,
     IdempotencyConflictError,
     InvalidStateError,
@@ -11,11 +12,22 @@ from coldplate.client.errors import (
     ValidationError,
     WaitTimeoutError,
 )
-from coldplate.client.models import ApiKey, GpuType, Hostnode, Instance, InstanceEvent, Offer, Project, Region
+from coldplate.client.models import (
+    ApiKey,
+    Costs,
+    GpuType,
+    Hostnode,
+    Instance,
+    InstanceEvent,
+    LedgerEntry,
+    Offer,
+    Project,
+    Region,
+)
 from coldplate.client.sync import Client
 
 __all__ = [
     "AsyncClient", "Client", "ColdplateError", "AuthError", "IdempotencyConflictError", "InvalidStateError",
     "NoCapacityError", "NotFoundError", "ValidationError", "WaitTimeoutError", "ApiKey", "GpuType", "Hostnode",
-    "Instance", "InstanceEvent", "Offer", "Project", "Region",
+    "Instance", "InstanceEvent", "Offer", "Project", "Region", "BudgetExceededError", "Costs", "LedgerEntry",
 ]
