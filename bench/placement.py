@@ -1,12 +1,16 @@
 """Placement throughput and POST→ready latency.
 
     python bench/placement.py [--hosts 5000] [--placements 2000] [--latency-samples 100]
+    python bench/placement.py --compare REF [--rounds 3] [--hosts 1000] [--placements 1000]
 
 1. Committed placements per second through the service layer on SQLite (and PostgreSQL when
    COLDPLATE_TEST_POSTGRES_URL is set), against a baseline measured in the same run: a bare
    committed transaction that writes one outbox row.
 2. POST /v1/instances → `ready` latency with `coldplate server` and a `sim` agent as real
    processes, against the baseline of a GET /healthz round trip in the same run.
+3. With `--compare REF`: SQLite placement throughput of this tree against the source of git
+   revision REF (extracted with `git archive`, nothing checked out), in alternation, each run in
+   a fresh process, so both see the same machine at nearly the same time.
 """
 
 from __future__ import annotations
@@ -149,12 +153,52 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] * 1000
 
 
+def compare(ref: str, rounds: int, hosts: int, n: int) -> None:
+    """This tree against `ref`, alternating, one fresh process per run (SQLite)."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", str(root), "archive", ref, "src"], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        trees = {"this tree": str(root / "src"), ref: str(Path(tmp) / "src")}
+        results: dict[str, list[float]] = {label: [] for label in trees}
+        for i in range(rounds):
+            for label, src in (trees.items() if i % 2 == 0 else reversed(trees.items())):
+                out = subprocess.run([sys.executable, __file__, "--one", "--hosts", str(hosts), "--placements",
+                                      str(n)], env={**os.environ, "PYTHONPATH": f"{src}:{root}"}, check=True,
+                                     capture_output=True, text=True).stdout
+                results[label].append(float(out.split()[-1]))
+    print(f"\nPlacement throughput on SQLite, this tree vs {ref} ({hosts} hosts, {n} placements, {rounds} rounds)")
+    print(f"{'code':<14}{'median/s':>10}  runs")
+    for label, rates in results.items():
+        print(f"{label[:14]:<14}{statistics.median(rates):>10.0f}  {' '.join(f'{r:.0f}' for r in rates)}")
+    ratio = statistics.median(results["this tree"]) / statistics.median(results[ref])
+    print(f"{'ratio':<14}{ratio:>10.2f}")
+
+
+def one(hosts: int, n: int) -> None:
+    """A single SQLite throughput run; prints placements/s last (for --compare)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state = build_state(f"sqlite:///{tmp}/bench.db", clock=SystemClock(), settings=Settings(run_loops=False))
+        project_id = seed(state, hosts)
+        print(f"{placements_per_second(state, project_id, n):.1f}")
+        state.sessions.kw["bind"].dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hosts", type=int, default=5000)
     parser.add_argument("--placements", type=int, default=2000)
     parser.add_argument("--latency-samples", type=int, default=100)
+    parser.add_argument("--compare", metavar="REF", help="compare placement throughput with git revision REF")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        one(args.hosts, args.placements)
+        return
+    if args.compare:
+        compare(args.compare, args.rounds, args.hosts, args.placements)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(throughput("sqlite", f"sqlite:///{tmp}/bench.db", args.hosts, args.placements))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from coldplate.clock import Clock
@@ -14,6 +14,8 @@ from coldplate.db.tables import Instance, LedgerEntry, Project
 from coldplate.domain import billing, pricing
 from coldplate.services.billing import open_charges
 from coldplate.services.errors import BudgetExceeded
+
+PROJECT_BUDGET = select(Project.monthly_budget_micros).where(Project.id == bindparam("project_id"))
 
 
 def month_spend(session: Session, *, project_id: str, now: datetime) -> int:
@@ -29,10 +31,13 @@ def month_spend(session: Session, *, project_id: str, now: datetime) -> int:
 
 
 def check_create(session: Session, *, clock: Clock, project_id: str) -> None:
-    """Creates are refused once the project's monthly budget is spent (with either policy)."""
-    project = session.get(Project, project_id)
-    if project is None or project.monthly_budget_micros is None:
+    """Creates are refused once the project's monthly budget is spent (with either policy).
+
+    Every placement runs this: one Core statement built once (an ORM load of the project cost
+    several times more), and nothing else unless the project has a budget."""
+    budget = session.connection().execute(PROJECT_BUDGET, {"project_id": project_id}).scalar()
+    if budget is None:
         return
-    if month_spend(session, project_id=project_id, now=clock.now()) >= project.monthly_budget_micros:
+    if month_spend(session, project_id=project_id, now=clock.now()) >= budget:
         raise BudgetExceeded(f"project {project_id} has spent its monthly budget of "
-                             f"{pricing.format_micros(project.monthly_budget_micros)}", param="monthly_budget")
+                             f"{pricing.format_micros(budget)}", param="monthly_budget")
