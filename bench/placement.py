@@ -58,18 +58,22 @@ def seed(state: AppState, hosts: int) -> str:
         return project.id
 
 
-def placements_per_second(state: AppState, project_id: str, n: int) -> float:
+def placements_per_second(state: AppState, project_id: str, n: int, times: list[float] | None = None) -> float:
+    """Committed placements per second; each one's duration is appended to `times` when given."""
     rng = random.Random(11)
     start = time.perf_counter()
     for i in range(n):
         model, _ = GPUS[rng.randrange(len(GPUS))]
         req = InstanceRequest(name=f"b-{i}", gpu=model, gpu_count=rng.choice([1, 1, 2, 4, 8]),
                               region=rng.choice([None, *REGIONS]))
+        t0 = time.perf_counter()
         try:
             with state.tx() as session:
                 instances.create(session, clock=state.clock, project_id=project_id, req=req)
         except NoCapacity:
             pass
+        if times is not None:
+            times.append(time.perf_counter() - t0)
     return n / (time.perf_counter() - start)
 
 
@@ -161,26 +165,36 @@ def compare(ref: str, rounds: int, hosts: int, n: int) -> None:
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
         trees = {"this tree": str(root / "src"), ref: str(Path(tmp) / "src")}
         results: dict[str, list[float]] = {label: [] for label in trees}
+        medians: dict[str, list[float]] = {label: [] for label in trees}
         for i in range(rounds):
             for label, src in (trees.items() if i % 2 == 0 else reversed(trees.items())):
                 out = subprocess.run([sys.executable, __file__, "--one", "--hosts", str(hosts), "--placements",
                                       str(n)], env={**os.environ, "PYTHONPATH": f"{src}:{root}"}, check=True,
                                      capture_output=True, text=True).stdout
-                results[label].append(float(out.split()[-1]))
-    print(f"\nPlacement throughput on SQLite, this tree vs {ref} ({hosts} hosts, {n} placements, {rounds} rounds)")
-    print(f"{'code':<14}{'median/s':>10}  runs")
+                rate, median_us = out.split()[-2:]
+                results[label].append(float(rate))
+                medians[label].append(float(median_us))
+    print(f"\nPlacement on SQLite, this tree vs {ref} ({hosts} hosts, {n} placements, {rounds} runs each)")
+    print(f"{'code':<14}{'median/s':>10}{'median µs':>11}  runs (placements/s)")
     for label, rates in results.items():
-        print(f"{label[:14]:<14}{statistics.median(rates):>10.0f}  {' '.join(f'{r:.0f}' for r in rates)}")
+        print(f"{label[:14]:<14}{statistics.median(rates):>10.0f}{statistics.median(medians[label]):>11.0f}  "
+              + " ".join(f"{r:.0f}" for r in rates))
     ratio = statistics.median(results["this tree"]) / statistics.median(results[ref])
-    print(f"{'ratio':<14}{ratio:>10.2f}")
+    slower = statistics.median(medians["this tree"]) / statistics.median(medians[ref])
+    print(f"{'ratio':<14}{ratio:>10.2f}{slower:>11.2f}")
 
 
 def one(hosts: int, n: int) -> None:
-    """A single SQLite throughput run; prints placements/s last (for --compare)."""
+    """A single SQLite run; prints placements/s and the median µs of one placement (for --compare).
+
+    The median of single placements is the steadier figure on a shared machine: a burst of other
+    work slows some placements, not the middle one."""
     with tempfile.TemporaryDirectory() as tmp:
         state = build_state(f"sqlite:///{tmp}/bench.db", clock=SystemClock(), settings=Settings(run_loops=False))
         project_id = seed(state, hosts)
-        print(f"{placements_per_second(state, project_id, n):.1f}")
+        times: list[float] = []
+        rate = placements_per_second(state, project_id, n, times)
+        print(f"{rate:.1f} {statistics.median(times) * 1e6:.1f}")
         state.sessions.kw["bind"].dispose()
 
 
