@@ -104,6 +104,6 @@ def parse_month(value: str) -> datetime:
     """'YYYY-MM' → the first instant of that month; ValueError otherwise."""
     year, sep, month = value.partition("-")
     if not (sep and len(year) == 4 and len(month) == 2 and year.isdigit() and month.isdigit()
-            and 1 <= int(month) <= 12 and int(year) >= 1970):
+            and 1 <= int(month) <= 12 and 1970 <= int(year) <= 9998):
         raise ValueError(f"month must look like 2026-01, got {value!r}")
     return datetime(int(year), int(month), 1, tzinfo=UTC)
