@@ -123,3 +123,31 @@ def test_a_new_month_starts_a_new_budget(state: AppState) -> None:
     world.stop(inst)
     world.create("b")
     assert [e.data["month"] for e in _events(state, "project.budget_exceeded")] == ["2026-01"]
+
+
+def test_a_meter_pass_with_nothing_due_takes_no_write_transaction(state: AppState, clock: FakeClock) -> None:
+    """On SQLite a write transaction holds the one write lock: the meter must not take it every second."""
+    from sqlalchemy import event
+
+    from coldplate.db.engine import READ_ONLY
+
+    world = World(state, clock)
+    with state.tx() as session:
+        project = session.get(Project, world.project_id)
+        assert project is not None
+        budgets.set_project_budget(session, project=project, monthly_budget_micros=10**9, on_budget_exceeded=None)
+    inst = world.create("a", budget_limit_micros=10**9)
+    world.run(inst)
+    clock.advance(600)
+    writes: list[bool] = []
+    engine = state.sessions.kw["bind"]
+
+    def on_begin(conn: object) -> None:
+        writes.append(not conn.get_execution_options().get(READ_ONLY))  # type: ignore[attr-defined]
+
+    event.listen(engine, "begin", on_begin)
+    try:
+        assert world.meter() == 0
+    finally:
+        event.remove(engine, "begin", on_begin)
+    assert writes and not any(writes)

@@ -1,8 +1,10 @@
 """The billing meter: closes segments open for over an hour and checks instance and project budgets.
 
-Ids are found in one read-only transaction; each instance or project is then handled in its own
-transaction through a service. Every step is idempotent (the ledger's unique key, thresholds kept on
-the row, the month of the last project event), so a pass that dies half-way is simply run again."""
+Ids are found in one read-only transaction (only those with something to do: on SQLite every
+write transaction holds the one write lock); each instance or project is then handled, and
+checked again, in its own transaction through a service. Every step is idempotent (the ledger's
+unique key, thresholds kept on the row, the month of the last project event), so a pass that dies
+half-way is simply run again."""
 
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ log = logging.getLogger(__name__)
 
 def run_once(app: AppState) -> int:
     """Returns how many things it changed: segments closed, thresholds announced, instances stopped."""
-    with app.read() as session:
-        due = billing.due_ids(session, now=app.clock.now())
-        budgeted = budgets.budgeted_instance_ids(session)
-        projects = budgets.budgeted_project_ids(session)
+    with app.read() as session:  # only what has something to do gets a write transaction
+        now = app.clock.now()
+        due = billing.due_ids(session, now=now)
+        budgeted = budgets.instances_due(session, now=now)
+        projects = budgets.projects_due(session, now=now)
     done = 0
     for instance_id in due:
         try:

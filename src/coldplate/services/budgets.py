@@ -5,6 +5,8 @@ one loop interval."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,10 +31,14 @@ def set_instance_limit(session: Session, *, clock: Clock, inst: Instance, limit_
     session.flush()
 
 
-def budgeted_instance_ids(session: Session) -> list[str]:
-    return list(session.scalars(select(Instance.id).where(
+def instances_due(session: Session, *, now: datetime) -> list[str]:
+    """Read-only: budgeted instances whose live cost has reached a threshold not yet announced
+    (so the meter takes a write transaction only for those)."""
+    rows = session.scalars(select(Instance).where(
         Instance.budget_limit_micros.is_not(None), Instance.budget_alerted < 100,
-        Instance.status != Status.TERMINATED.value)))
+        Instance.status != Status.TERMINATED.value))
+    return [i.id for i in rows if i.budget_limit_micros is not None
+            and billing.crossed(cost_so_far(i, now), i.budget_limit_micros, i.budget_alerted)]
 
 
 def check_instance(session: Session, *, clock: Clock, instance_id: str) -> list[int]:
@@ -65,8 +71,19 @@ def set_project_budget(session: Session, *, project: Project, monthly_budget_mic
     return project
 
 
-def budgeted_project_ids(session: Session) -> list[str]:
-    return list(session.scalars(select(Project.id).where(Project.monthly_budget_micros.is_not(None))))
+def projects_due(session: Session, *, now: datetime) -> list[str]:
+    """Read-only: projects over their monthly budget with something left to do (announce the
+    month, or stop running instances)."""
+    due: list[str] = []
+    for project in session.scalars(select(Project).where(Project.monthly_budget_micros.is_not(None))):
+        assert project.monthly_budget_micros is not None
+        if month_spend(session, project_id=project.id, now=now) < project.monthly_budget_micros:
+            continue
+        running = project.on_budget_exceeded == "stop_instances" and session.scalar(
+            select(Instance.id).where(Instance.project_id == project.id, Instance.status.in_(RUNNING)).limit(1))
+        if project.budget_exceeded_month != billing.month_key(now) or running:
+            due.append(project.id)
+    return due
 
 
 def check_project(session: Session, *, clock: Clock, project_id: str) -> list[str]:
