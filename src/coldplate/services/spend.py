@@ -16,6 +16,7 @@ from coldplate.services.billing import open_charges
 from coldplate.services.errors import BudgetExceeded
 
 PROJECT_BUDGET = select(Project.monthly_budget_micros).where(Project.id == bindparam("project_id"))
+PROJECT_BUDGET_SQL = "SELECT monthly_budget_micros FROM projects WHERE id = ?"
 
 
 def month_spend(session: Session, *, project_id: str, now: datetime) -> int:
@@ -30,12 +31,25 @@ def month_spend(session: Session, *, project_id: str, now: datetime) -> int:
     return int(closed or 0) + live
 
 
+def _monthly_budget(session: Session, project_id: str) -> int | None:
+    """On SQLite straight to sqlite3, in the transaction already begun there (as engine.py's BEGIN):
+    SQLAlchemy's execute costs 40 µs of a 740 µs placement (docs/benchmarks.md), sqlite3's 1 µs."""
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        row = raw.execute(PROJECT_BUDGET_SQL, (project_id,)).fetchone()
+        budget = None if row is None else row[0]
+    else:
+        budget = conn.execute(PROJECT_BUDGET, {"project_id": project_id}).scalar()
+    return None if budget is None else int(budget)
+
+
 def check_create(session: Session, *, clock: Clock, project_id: str) -> None:
     """Creates are refused once the project's monthly budget is spent (with either policy).
 
-    Every placement runs this: one Core statement built once (an ORM load of the project cost
-    several times more), and nothing else unless the project has a budget."""
-    budget = session.connection().execute(PROJECT_BUDGET, {"project_id": project_id}).scalar()
+    Every placement runs this, and nothing more unless the project has a budget."""
+    budget = _monthly_budget(session, project_id)
     if budget is None:
         return
     if month_spend(session, project_id=project_id, now=clock.now()) >= budget:
