@@ -9,8 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from coldplate.clock import FakeClock, as_utc
-from coldplate.db.tables import Instance, LedgerEntry
-from coldplate.services import billing
+from coldplate.db.tables import Hostnode, Instance, LedgerEntry
+from coldplate.domain.lifecycle import Status
+from coldplate.services import actions, billing
 from coldplate.services.errors import InvalidInput, InvalidState
 from coldplate.state import AppState
 from tests.services.billing_world import World
@@ -235,3 +236,38 @@ def test_ledger_entries_carry_the_labels_of_their_time(state: AppState, clock: F
     with state.read() as session:
         labels = [e.labels for e in session.scalars(select(LedgerEntry).order_by(LedgerEntry.period_start))]
     assert labels == [{"team": "ml"}, {"team": "infra"}]
+
+
+def test_a_transition_on_a_stale_instance_continues_from_what_the_meter_committed(state: AppState,
+                                                                                   clock: FakeClock) -> None:
+    """The agent's report loaded the instance, then the meter closed an hour and committed (it can on
+    PostgreSQL): the stop must neither repeat that hour nor write back the old billed total."""
+    from sqlalchemy import update
+
+    from coldplate.domain import billing as rules
+
+    world = World(state, clock)
+    inst_id = world.create("a")
+    world.run(inst_id)
+    clock.advance(3600 + 30)
+    with state.tx() as session:
+        inst = session.get(Instance, inst_id)
+        assert inst is not None and inst.seg_start is not None
+        start = as_utc(inst.seg_start)
+        # What a meter pass in another transaction writes, done here behind the ORM's back:
+        [piece] = rules.close("compute", start=start, end=start + timedelta(hours=1), rate_micros=inst.price_micros,
+                              billed_before_s=0, run_ends=False)
+        session.execute(billing.INSERT_ENTRY, {
+            "id": "led_meter", "project_id": inst.project_id, "instance_id": inst.id, "kind": "compute",
+            "segment": inst.seg_no, "period_start": piece.period_start, "period_end": piece.period_end,
+            "seconds": piece.seconds, "rate_micros": piece.rate_micros, "amount_micros": piece.amount_micros,
+            "gpu_type": inst.gpu_type, "labels": {}, "created_at": clock.now()})
+        session.execute(update(Instance).where(Instance.id == inst.id).values(
+            seg_start=piece.period_end, seg_billed_s=3600, billed_micros=piece.amount_micros)
+            .execution_options(synchronize_session=False))
+        host = session.get(Hostnode, world.host_id)
+        assert host is not None
+        actions.report(session, clock=clock, host=host, inst=inst, status=Status.STOPPED)  # it exited
+    compute = [e for e in world.entries(inst_id) if e.kind == "compute"]
+    assert [e.seconds for e in compute] == [3600, 30] and _contiguous(compute)
+    assert world.instance(inst_id).billed_micros == sum(e.amount_micros for e in world.entries(inst_id))

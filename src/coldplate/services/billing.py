@@ -36,6 +36,8 @@ INSERT_ENTRY = insert(cast(Table, LedgerEntry.__table__))
 def on_transition(session: Session, *, clock: Clock, inst: Instance, current: Status, target: Status) -> None:
     """Close the segment `target` ends and open the one it begins, in the transition's transaction."""
     now = clock.now()
+    if inst.seg_kind is not None:
+        _refresh_segment(session, inst)
     if inst.seg_kind == COMPUTE and target not in BILLED:
         _close(session, clock=clock, inst=inst, end=now, final=True, minimum=target in RUN_ENDS)
     elif inst.seg_kind == STORAGE and target is not S.STOPPED:
@@ -44,6 +46,18 @@ def on_transition(session: Session, *, clock: Clock, inst: Instance, current: St
         _open_compute(session, clock=clock, inst=inst, now=now)
     elif target is S.STOPPED and inst.seg_kind is None:
         _open_storage(session, inst=inst, now=now)
+
+
+def _refresh_segment(session: Session, inst: Instance) -> None:
+    """Lock the row and take its segment as committed: the meter may have closed a piece since the
+    caller loaded the instance (PostgreSQL, READ COMMITTED). Without this the close would repeat
+    that piece (a unique-key error) and write back a stale `billed_micros`."""
+    row = session.execute(select(Instance.seg_kind, Instance.seg_no, Instance.seg_start, Instance.seg_rate_micros,
+                                 Instance.seg_billed_s, Instance.billed_micros)
+                          .where(Instance.id == inst.id).with_for_update()).one()
+    inst.seg_kind, inst.seg_no, inst.seg_start = row.seg_kind, row.seg_no, row.seg_start
+    inst.seg_rate_micros, inst.seg_billed_s = row.seg_rate_micros, row.seg_billed_s
+    inst.billed_micros = row.billed_micros
 
 
 def _open(inst: Instance, kind: str, start: datetime, rate_micros: int, billed_s: int) -> None:
