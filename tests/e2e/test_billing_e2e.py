@@ -55,3 +55,30 @@ def test_the_meter_terminates_an_instance_over_its_budget(sim_agent: Cluster) ->
     thresholds = [e.model_extra["data"]["threshold"] for e in client.instance_events(inst.id)  # type: ignore[index]
                   if e.type == "instance.budget_threshold"]
     assert thresholds == [50, 80, 100]
+
+
+def test_cli_budget_extend_and_project_budget(sim_agent: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLDPLATE_URL", sim_agent.url)
+    monkeypatch.setenv("COLDPLATE_API_KEY", sim_agent.admin_key)
+    cli = CliRunner()
+    created = cli.invoke(app, ["instances", "create", "--name", "bill-3", "--gpu", "h100", "--duration-hours", "2",
+                               "--budget-limit", "50", "--wait", "--json"])
+    assert created.exit_code == 0, created.output
+    inst = json.loads(created.output)
+    assert (inst["budget_limit"], inst["duration_hours"], inst["cost_so_far"]) == ("50.000000", 2, "4.400000")
+    extended = json.loads(cli.invoke(app, ["instances", "extend", "bill-3", "--hours", "1", "--json"]).output)
+    assert extended["duration_hours"] == 3 and extended["cost_so_far"] == "6.600000"
+    assert extended["expires_at"] > inst["expires_at"]
+    cleared = json.loads(cli.invoke(app, ["instances", "budget", "bill-3", "--clear", "--json"]).output)
+    assert cleared["budget_limit"] is None
+    neither = cli.invoke(app, ["instances", "budget", "bill-3"])
+    assert neither.exit_code == 2
+
+    project = json.loads(cli.invoke(app, ["projects", "create", "capped", "--json"]).output)
+    capped = cli.invoke(app, ["projects", "budget", project["id"], "--monthly", "500", "--on-exceeded",
+                              "stop_instances", "--json"])
+    assert json.loads(capped.output)["on_budget_exceeded"] == "stop_instances", capped.output
+    removed = json.loads(cli.invoke(app, ["projects", "budget", project["id"], "--remove", "--json"]).output)
+    assert removed["monthly_budget"] is None
+    bad = cli.invoke(app, ["projects", "budget", project["id"], "--monthly", "500", "--on-exceeded", "panic"])
+    assert bad.exit_code == 1 and "error [validation_error]" in bad.output
