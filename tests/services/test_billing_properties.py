@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from coldplate.api.app import create_app
 from coldplate.clock import FakeClock, as_utc
 from coldplate.domain import billing
+from coldplate.services import projects
 from coldplate.services.errors import InvalidState, NoCapacity
 from coldplate.state import AppState
-from tests.conftest import ADMIN_KEY
 from tests.services.billing_world import World
 
 # `forward` is what an agent does next (provisioning → starting → ready, draining → stopped).
@@ -127,16 +127,20 @@ def test_the_sum_of_costs_is_the_sum_of_the_ledger(state: AppState, clock: FakeC
             _apply(world, inst, op, arg * 20)  # long enough to cross months now and then
     world.meter()
     ledger = world.entries()
-    months = sorted({billing.month_key(as_utc(e.period_start)) for e in ledger})
+    with state.tx() as session:  # a key of this project only: its costs are exactly its ledger
+        _, key = projects.create_key(session, clock=clock, project_id=world.project_id, name="k",
+                                     scopes=["billing:read"])
+    months = sorted({billing.month_key(as_utc(e.period_start)) for e in ledger}) or ["2026-01"]
+    ledger_total = Decimal(sum(e.amount_micros for e in ledger)) / 1_000_000
     with TestClient(create_app(state)) as client:
-        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        client.headers["Authorization"] = f"Bearer {key}"
         for group_by in ("instance", "gpu", "day", "label:team"):
             total = Decimal(0)
             for month in months:
                 body = client.get("/v1/costs", params={"month": month, "group_by": group_by}).json()
                 assert sum(Decimal(g["amount"]) for g in body["groups"]) == Decimal(body["total"])
                 total += Decimal(body["total"])
-            mine = Decimal(sum(e.amount_micros for e in ledger)) / 1_000_000
-            assert total >= mine  # the admin sees every project; this one's entries are among them
+            assert total == ledger_total, group_by
         usage = client.get("/v1/usage", params={"limit": 1000}).json()["data"]
-        assert {u["id"] for u in usage} >= {e.id for e in ledger}
+        assert sorted(u["id"] for u in usage) == sorted(e.id for e in ledger)
+        assert sum(Decimal(u["amount"]) for u in usage) == ledger_total
