@@ -1,12 +1,16 @@
 """Placement throughput and POST→ready latency.
 
     python bench/placement.py [--hosts 5000] [--placements 2000] [--latency-samples 100]
+    python bench/placement.py --compare REF [--rounds 3] [--hosts 1000] [--placements 1000]
 
 1. Committed placements per second through the service layer on SQLite (and PostgreSQL when
    COLDPLATE_TEST_POSTGRES_URL is set), against a baseline measured in the same run: a bare
    committed transaction that writes one outbox row.
 2. POST /v1/instances → `ready` latency with `coldplate server` and a `sim` agent as real
    processes, against the baseline of a GET /healthz round trip in the same run.
+3. With `--compare REF`: SQLite placement throughput of this tree against the source of git
+   revision REF (extracted with `git archive`, nothing checked out), in alternation, each run in
+   a fresh process, so both see the same machine at nearly the same time.
 """
 
 from __future__ import annotations
@@ -56,18 +60,22 @@ def seed(state: AppState, hosts: int) -> str:
         return project.id
 
 
-def placements_per_second(state: AppState, project_id: str, n: int) -> float:
+def placements_per_second(state: AppState, project_id: str, n: int, times: list[float] | None = None) -> float:
+    """Committed placements per second; each one's duration is appended to `times` when given."""
     rng = random.Random(11)
     start = time.perf_counter()
     for i in range(n):
         model, _ = GPUS[rng.randrange(len(GPUS))]
         req = InstanceRequest(name=f"b-{i}", gpu=model, gpu_count=rng.choice([1, 1, 2, 4, 8]),
                               region=rng.choice([None, *REGIONS]))
+        t0 = time.perf_counter()
         try:
             with state.tx() as session:
                 instances.create(session, clock=state.clock, project_id=project_id, req=req)
         except NoCapacity:
             pass
+        if times is not None:
+            times.append(time.perf_counter() - t0)
     return n / (time.perf_counter() - start)
 
 
@@ -152,12 +160,62 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] * 1000
 
 
+def compare(ref: str, rounds: int, hosts: int, n: int) -> None:
+    """This tree against `ref`, alternating, one fresh process per run (SQLite)."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", str(root), "archive", ref, "src"], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        trees = {"this tree": str(root / "src"), ref: str(Path(tmp) / "src")}
+        results: dict[str, list[float]] = {label: [] for label in trees}
+        medians: dict[str, list[float]] = {label: [] for label in trees}
+        for i in range(rounds):
+            for label, src in (trees.items() if i % 2 == 0 else reversed(trees.items())):
+                out = subprocess.run([sys.executable, __file__, "--one", "--hosts", str(hosts), "--placements",
+                                      str(n)], env={**os.environ, "PYTHONPATH": f"{src}:{root}"}, check=True,
+                                     capture_output=True, text=True).stdout
+                rate, median_us = out.split()[-2:]
+                results[label].append(float(rate))
+                medians[label].append(float(median_us))
+    print(f"\nPlacement on SQLite, this tree vs {ref} ({hosts} hosts, {n} placements, {rounds} runs each)")
+    print(f"{'code':<14}{'median/s':>10}{'median µs':>11}  runs (placements/s)")
+    for label, rates in results.items():
+        print(f"{label[:14]:<14}{statistics.median(rates):>10.0f}{statistics.median(medians[label]):>11.0f}  "
+              + " ".join(f"{r:.0f}" for r in rates))
+    ratio = statistics.median(results["this tree"]) / statistics.median(results[ref])
+    slower = statistics.median(medians["this tree"]) / statistics.median(medians[ref])
+    print(f"{'ratio':<14}{ratio:>10.2f}{slower:>11.2f}")
+
+
+def one(hosts: int, n: int) -> None:
+    """A single SQLite run; prints placements/s and the median µs of one placement (for --compare).
+
+    The median of single placements is the steadier figure on a shared machine: a burst of other
+    work slows some placements, not the middle one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state = build_state(f"sqlite:///{tmp}/bench.db", clock=SystemClock(), settings=Settings(run_loops=False))
+        project_id = seed(state, hosts)
+        times: list[float] = []
+        rate = placements_per_second(state, project_id, n, times)
+        print(f"{rate:.1f} {statistics.median(times) * 1e6:.1f}")
+        state.sessions.kw["bind"].dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hosts", type=int, default=5000)
     parser.add_argument("--placements", type=int, default=2000)
     parser.add_argument("--latency-samples", type=int, default=100)
+    parser.add_argument("--compare", metavar="REF", help="compare placement throughput with git revision REF")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        one(args.hosts, args.placements)
+        return
+    if args.compare:
+        compare(args.compare, args.rounds, args.hosts, args.placements)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(throughput("sqlite", f"sqlite:///{tmp}/bench.db", args.hosts, args.placements))

@@ -3,11 +3,13 @@ instance exactly as `GET /v1/instances/{id}` shows it), so neither `api/` nor `l
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from coldplate.clock import isoformat
 from coldplate.db.tables import Instance
 from coldplate.domain import catalog, pricing
+from coldplate.services import billing
 
 
 def gpu_view(slug: str, count: int) -> dict[str, Any]:
@@ -16,7 +18,8 @@ def gpu_view(slug: str, count: int) -> dict[str, Any]:
     return {"type": slug, "name": slug if gpu is None else gpu.name, "count": count}
 
 
-def instance_view(inst: Instance) -> dict[str, Any]:
+def instance_view(inst: Instance, now: datetime | None = None) -> dict[str, Any]:
+    """`now` prices the open billing segment into `cost_so_far`; without it only closed entries count."""
     ssh = f"ssh root@{inst.ip} -p {inst.ssh_port}" if inst.ip and inst.ssh_port else None
     return {
         "id": inst.id, "name": inst.name, "project_id": inst.project_id, "status": inst.status,
@@ -33,4 +36,7 @@ def instance_view(inst: Instance) -> dict[str, Any]:
         "created_at": isoformat(inst.created_at), "ready_at": isoformat(inst.ready_at),
         "stopped_at": isoformat(inst.stopped_at), "terminated_at": isoformat(inst.terminated_at),
         "expires_at": isoformat(inst.expires_at),
+        "duration_hours": inst.reserved_hours,
+        "budget_limit": None if inst.budget_limit_micros is None else pricing.format_micros(inst.budget_limit_micros),
+        "cost_so_far": pricing.format_micros(inst.billed_micros if now is None else billing.cost_so_far(inst, now)),
     }

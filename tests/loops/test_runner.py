@@ -20,7 +20,7 @@ from tests.loops.conftest import World, run_together
 
 def test_each_loop_of_each_runner_has_its_own_owner(state: AppState) -> None:
     first, second = Runner(state), Runner(state)
-    assert set(first.owners) == set(runner.LOOPS) == {"timers", "hosts", "retention", "webhooks"}
+    assert set(first.owners) == set(runner.LOOPS) == {"timers", "hosts", "retention", "webhooks", "meter"}
     owners = list(first.owners.values()) + list(second.owners.values())
     assert len(set(owners)) == len(owners)
 

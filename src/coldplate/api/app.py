@@ -17,6 +17,7 @@ from coldplate.api import (
     routes_access,
     routes_admin,
     routes_agent,
+    routes_billing,
     routes_catalog,
     routes_events,
     routes_instances,
@@ -48,7 +49,7 @@ def create_app(app_state: AppState, *, background: Background | None = None) -> 
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=app_state.settings.max_body_bytes)
     for module in (routes_instances, routes_access, routes_catalog, routes_admin, routes_agent, routes_ssh_keys,
-                   routes_join_tokens, routes_events, routes_webhooks):
+                   routes_join_tokens, routes_events, routes_webhooks, routes_billing):
         app.include_router(module.router)
 
     @app.get("/healthz", response_model=Health)

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from coldplate.api.auth import require, state
 from coldplate.api.problems import PROBLEM_RESPONSES
 from coldplate.api.responses import KeyCreated, KeyList, ProjectList, ProjectOut
-from coldplate.api.schemas import KeyIn, ProjectIn, Ref
+from coldplate.api.schemas import KeyIn, ProjectBudgetIn, ProjectIn, Ref
 from coldplate.clock import isoformat
 from coldplate.db.tables import ApiKey, Project
-from coldplate.services import projects
+from coldplate.domain import pricing
+from coldplate.services import budgets, projects
 from coldplate.services.projects import Principal
 
 router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
@@ -20,7 +21,9 @@ admin = require("admin")
 
 
 def _project(p: Project) -> dict[str, Any]:
-    return {"id": p.id, "name": p.name, "created_at": isoformat(p.created_at)}
+    budget = None if p.monthly_budget_micros is None else pricing.format_micros(p.monthly_budget_micros)
+    return {"id": p.id, "name": p.name, "created_at": isoformat(p.created_at), "monthly_budget": budget,
+            "on_budget_exceeded": p.on_budget_exceeded}
 
 
 def _key(k: ApiKey) -> dict[str, Any]:
@@ -39,6 +42,20 @@ def create_project(body: ProjectIn, request: Request, _: Principal = Depends(adm
 def list_projects(request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
     with state(request).read() as session:
         return {"data": [_project(p) for p in projects.list_projects(session)]}
+
+
+@router.patch("/projects/{project_id}", response_model=ProjectOut)
+def update_project(project_id: Ref, body: ProjectBudgetIn, request: Request,
+                   _: Principal = Depends(admin)) -> dict[str, Any]:
+    """The monthly budget and what happens once it is spent (default block_creates); null removes it."""
+    app = state(request)
+    with app.tx() as session:
+        project = projects.get_project(session, project_id)
+        budget, policy = project.monthly_budget_micros, body.on_budget_exceeded or project.on_budget_exceeded
+        if "monthly_budget" in body.model_fields_set:
+            budget = None if body.monthly_budget is None else pricing.to_micros(body.monthly_budget)
+        return _project(budgets.set_project_budget(session, project=project, monthly_budget_micros=budget,
+                                                   on_budget_exceeded=policy))
 
 
 @router.post("/projects/{project_id}/keys", status_code=201, response_model=KeyCreated)

@@ -19,7 +19,7 @@ from coldplate.checked import SafeStr
 from coldplate.clock import isoformat
 from coldplate.domain import pricing
 from coldplate.domain.lifecycle import FINAL, Status
-from coldplate.services import actions, idempotency, instances, outbox
+from coldplate.services import actions, budgets, idempotency, instances, outbox
 from coldplate.services.instances import InstanceRequest, PortRequest, VolumeRequest
 from coldplate.services.projects import Principal
 
@@ -38,6 +38,7 @@ def _request(body: InstanceCreate) -> InstanceRequest:
         volumes=[VolumeRequest(v.name, v.mount_path, v.readonly) for v in body.volumes],
         cloud_init=None if body.cloud_init is None else body.cloud_init.model_dump(exclude_defaults=True),
         max_price_micros=None if body.max_price_per_hour is None else pricing.to_micros(body.max_price_per_hour),
+        budget_limit_micros=None if body.budget_limit is None else pricing.to_micros(body.budget_limit),
     )
 
 
@@ -57,7 +58,7 @@ def create_instance(body: InstanceCreate, request: Request, principal: Principal
             record = idempotency.claim(session, clock=app.clock, project_id=principal.project_id,
                                        key=idempotency_key, digest=digest)
         inst = instances.create(session, clock=app.clock, project_id=principal.project_id, req=_request(body))
-        view = instance_view(inst)
+        view = instance_view(inst, app.clock.now())
         if record is not None:
             idempotency.remember(session, record=record, status_code=201, body=view)
         return JSONResponse(view, status_code=201)
@@ -81,16 +82,19 @@ def list_instances(request: Request, principal: Principal = Depends(reader),
         if not sep or not key:
             raise ApiProblem(422, "validation_error", "label filters look like key=value", param="label")
         labels[key] = value
-    with state(request).read() as session:
+    app = state(request)
+    with app.read() as session:
         rows, next_cursor = instances.list_page(session, project_id=scoped_project(principal), statuses=statuses,
                                                 labels=labels, limit=limit, cursor=cursor)
-        return {"data": responses.rows(rows, instance_view, InstanceOut), "next_cursor": next_cursor}
+        now = app.clock.now()
+        return {"data": responses.rows(rows, lambda i: instance_view(i, now), InstanceOut), "next_cursor": next_cursor}
 
 
 @router.get("/{ref}", response_model=InstanceOut)
 def get_instance(ref: Ref, request: Request, principal: Principal = Depends(reader)) -> dict[str, Any]:
-    with state(request).read() as session:
-        return instance_view(instances.get(session, project_id=scoped_project(principal), ref=ref))
+    app = state(request)
+    with app.read() as session:
+        return instance_view(instances.get(session, project_id=scoped_project(principal), ref=ref), app.clock.now())
 
 
 @router.patch("/{ref}", response_model=InstanceOut)
@@ -100,8 +104,11 @@ def update_instance(ref: Ref, body: InstanceUpdate, request: Request,
 
     def update(session: Session) -> dict[str, Any]:
         inst = instances.get(session, project_id=scoped_project(principal), ref=ref, for_update=True)
+        if "budget_limit" in body.model_fields_set:
+            limit = None if body.budget_limit is None else pricing.to_micros(body.budget_limit)
+            budgets.set_instance_limit(session, clock=app.clock, inst=inst, limit_micros=limit)
         return instance_view(instances.update(session, clock=app.clock, inst=inst, name=body.name,
-                                              labels=body.labels))
+                                              labels=body.labels), app.clock.now())
 
     return app.transact(update)
 
@@ -121,7 +128,7 @@ def _act(request: Request, principal: Principal, ref: str, action: str, body: Ac
         else:
             actions.terminate(session, clock=app.clock, inst=inst, force=args.force,
                               grace_seconds=args.grace_seconds)
-        return instance_view(inst)
+        return instance_view(inst, app.clock.now())
 
     return app.transact(act)
 
@@ -172,7 +179,8 @@ async def wait(ref: Ref, request: Request, principal: Principal = Depends(reader
 
     def read() -> dict[str, Any]:
         with app.read() as session:
-            return instance_view(instances.get(session, project_id=scoped_project(principal), ref=ref))
+            return instance_view(instances.get(session, project_id=scoped_project(principal), ref=ref),
+                                 app.clock.now())
 
     view = await run_in_threadpool(read)
     waiter = app.signals.subscribe(view["id"])

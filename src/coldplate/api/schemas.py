@@ -190,6 +190,7 @@ class InstanceCreate(Strict):
     max_hours: FiniteFloat | None = Field(default=None, gt=0, le=8760)
     volumes: list[VolumeIn] = Field(default_factory=list, max_length=16)
     cloud_init: CloudInitIn | None = None
+    budget_limit: Money | None = None
 
     @field_validator("cloud_init", mode="before")
     @classmethod
@@ -237,6 +238,7 @@ class InstanceCreate(Strict):
 class InstanceUpdate(Strict):
     name: InstanceName | None = None
     labels: Labels | None = None
+    budget_limit: Money | None = None  # null clears it
 
 
 class ActionIn(Strict):
@@ -246,6 +248,11 @@ class ActionIn(Strict):
 
 class ProjectIn(Strict):
     name: Name
+
+
+class ProjectBudgetIn(Strict):
+    monthly_budget: Money | None = None  # null removes the budget
+    on_budget_exceeded: Literal["block_creates", "stop_instances"] | None = None
 
 
 class KeyIn(Strict):

@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import typer
 
+from coldplate.cli import billing
 from coldplate.cli import webhooks as webhooks_cli
-from coldplate.cli.resources import register
+from coldplate.cli.resources import instances_app, projects_app, register
 
 app = typer.Typer(help="coldplate: a self-hosted GPU cloud.", no_args_is_help=True, add_completion=False)
 
@@ -222,3 +223,4 @@ def _wait_healthy(url: str, timeout: float = 30.0) -> None:
 
 register(app)
 webhooks_cli.register(app)
+billing.register(app, instances=instances_app, projects=projects_app)

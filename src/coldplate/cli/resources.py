@@ -35,6 +35,7 @@ def create(
     volume: list[str] = typer.Option([], help="NAME:/MOUNT/PATH[:ro], a project volume on the host; repeatable."),
     cloud_init: Path = typer.Option(None, help="A #cloud-config YAML file run on first boot."),
     spot: bool = typer.Option(False), duration_hours: int = typer.Option(None), max_hours: float = typer.Option(None),
+    budget_limit: str = typer.Option(None, help="Dollars; alerts at 50/80/100 %, terminated at 100 %."),
     idempotency_key: str = typer.Option(None), wait: bool = typer.Option(False, help="Wait until it is ready."),
     as_json: bool = JSON,
 ) -> None:
@@ -59,6 +60,7 @@ def create(
         "duration_hours": duration_hours, "max_hours": max_hours,
         "ssh_keys": [ssh_key_file.read_text().strip()] if ssh_key_file else None,
         "volumes": volumes or None, "cloud_init": cloud_init.read_text() if cloud_init else None,
+        "budget_limit": budget_limit,
     }
     with api() as client:
         inst = client.create_instance(idempotency_key=idempotency_key, **fields)

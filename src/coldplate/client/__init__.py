@@ -4,6 +4,7 @@ from coldplate.client.async_ import AsyncClient
 from coldplate.client.errors import (
     AgentError,
     AuthError,
+    BudgetExceededError,
     ColdplateError,
     ConflictError,
     IdempotencyConflictError,
@@ -13,7 +14,18 @@ from coldplate.client.errors import (
     ValidationError,
     WaitTimeoutError,
 )
-from coldplate.client.models import ApiKey, GpuType, Hostnode, Instance, InstanceEvent, Offer, Project, Region
+from coldplate.client.models import (
+    ApiKey,
+    Costs,
+    GpuType,
+    Hostnode,
+    Instance,
+    InstanceEvent,
+    LedgerEntry,
+    Offer,
+    Project,
+    Region,
+)
 from coldplate.client.sync import Client
 from coldplate.client.webhooks import Delivery, Event, Webhook
 
@@ -22,4 +34,5 @@ __all__ = [
     "IdempotencyConflictError", "InvalidStateError",
     "NoCapacityError", "NotFoundError", "ValidationError", "WaitTimeoutError", "ApiKey", "GpuType", "Hostnode",
     "Instance", "InstanceEvent", "Offer", "Project", "Region", "Delivery", "Event", "Webhook",
+    "BudgetExceededError", "Costs", "LedgerEntry",
 ]

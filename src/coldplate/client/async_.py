@@ -160,6 +160,24 @@ class AsyncClient:
             if cursor is None:
                 return out
 
+    async def set_budget_limit(self, ref: str, budget_limit: str | None) -> models.Instance:
+        """Set (a decimal string) or clear (None) an instance's budget limit."""
+        return await self._do(ops.set_budget_limit(ref, budget_limit))
+
+    async def extend_instance(self, ref: str, *, hours: int) -> models.Instance:
+        return await self._do(ops.extend_instance(ref, hours))
+
+    async def usage(self, *, instance_id: str | None = None, since: str | None = None, until: str | None = None,
+              limit: int | None = None) -> list[models.LedgerEntry]:
+        """Every ledger entry matching, oldest first (all pages)."""
+        out: list[models.LedgerEntry] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await self._do(ops.usage_page(instance_id, since, until, limit, cursor))
+            out += page
+            if cursor is None:
+                return out
+
     async def create_webhook(self, url: str, *, event_types: list[str] | None = None,
                              description: str | None = None, enabled: bool | None = None) -> wh.Webhook:
         return await self._do(wh.create_webhook(url, event_types, description, enabled))
@@ -194,3 +212,22 @@ class AsyncClient:
 
     async def redeliver_webhook(self, webhook_id: str, delivery_id: str) -> wh.Delivery:
         return await self._do(wh.redeliver(webhook_id, delivery_id))
+
+    async def costs(self, *, month: str | None = None, group_by: str | None = None) -> models.Costs:
+        return await self._do(ops.costs(month, group_by))
+
+    async def usage_csv(self, *, instance_id: str | None = None, since: str | None = None,
+                  until: str | None = None) -> str:
+        return await self._do(ops.export_csv("/v1/usage", {"instance_id": instance_id, "since": since, "until": until,
+                                                         "limit": 1000}))
+
+    async def costs_csv(self, *, month: str | None = None, group_by: str | None = None) -> str:
+        return await self._do(ops.export_csv("/v1/costs", {"month": month, "group_by": group_by}))
+
+    async def set_project_budget(self, project_id: str, *, monthly_budget: str | None,
+                           on_budget_exceeded: str | None = None) -> models.Project:
+        """monthly_budget None removes the budget; on_budget_exceeded: block_creates | stop_instances."""
+        fields: dict[str, Any] = {"monthly_budget": monthly_budget}
+        if on_budget_exceeded is not None:
+            fields["on_budget_exceeded"] = on_budget_exceeded
+        return await self._do(ops.set_project_budget(project_id, fields))

@@ -46,6 +46,9 @@ class Instance(Model):
     stopped_at: str | None = None
     terminated_at: str | None = None
     expires_at: str | None = None
+    duration_hours: int | None = None
+    budget_limit: str | None = None
+    cost_so_far: str | None = None
 
 
 class ExecResult(Model):
@@ -110,6 +113,8 @@ class Project(Model):
     id: str
     name: str
     created_at: str
+    monthly_budget: str | None = None
+    on_budget_exceeded: str | None = None
 
 
 class ApiKey(Model):
@@ -138,6 +143,33 @@ class JoinToken(Model):
     revoked_at: str | None = None
     state: str = "active"  # active | expired | used_up | revoked
     token: str | None = None  # only when created
+
+
+class LedgerEntry(Model):
+    id: str
+    instance_id: str
+    kind: str
+    period_start: str
+    period_end: str
+    seconds: int
+    rate_per_hour: str
+    amount: str
+    gpu_type: str
+    labels: dict[str, str] = {}
+
+
+class CostGroup(Model):
+    key: str
+    seconds: int
+    entries: int
+    amount: str
+
+
+class Costs(Model):
+    month: str
+    group_by: str
+    groups: list[CostGroup]
+    total: str
 
 
 JSON = dict[str, Any]

@@ -171,3 +171,32 @@ def exec_instance(ref: str, cmd: list[str] | str, timeout: float) -> Op[models.E
 
 def instance_logs(ref: str, tail: int) -> Op[str]:
     return Op("GET", f"/v1/instances/{ref}/logs", str, params={"tail": tail})
+
+
+def set_budget_limit(ref: str, budget_limit: str | None) -> Op[models.Instance]:
+    """PATCH with an explicit null clears the limit, so this body is not cleaned of None."""
+    return Op("PATCH", f"/v1/instances/{ref}", one(models.Instance), json={"budget_limit": budget_limit})
+
+
+def extend_instance(ref: str, hours: int) -> Op[models.Instance]:
+    return Op("POST", f"/v1/instances/{ref}/extend", one(models.Instance), json={"hours": hours})
+
+
+def usage_page(instance_id: str | None, since: str | None, until: str | None, limit: int | None,
+               cursor: str | None) -> Op[tuple[list[models.LedgerEntry], str | None]]:
+    params = _clean({"instance_id": instance_id, "since": since, "until": until, "limit": limit, "cursor": cursor})
+    return Op("GET", "/v1/usage", lambda b: (many(models.LedgerEntry)(b), b.get("next_cursor")), params=params)
+
+
+def costs(month: str | None, group_by: str | None) -> Op[models.Costs]:
+    return Op("GET", "/v1/costs", one(models.Costs), params=_clean({"month": month, "group_by": group_by}))
+
+
+def export_csv(path: str, params: dict[str, Any]) -> Op[str]:
+    """/v1/usage or /v1/costs as CSV text."""
+    return Op("GET", path, str, params={**_clean(params), "format": "csv"})
+
+
+def set_project_budget(project_id: str, fields: dict[str, Any]) -> Op[models.Project]:
+    """`fields` as given: `monthly_budget: None` removes the budget."""
+    return Op("PATCH", f"/v1/projects/{project_id}", one(models.Project), json=fields)

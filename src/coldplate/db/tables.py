@@ -18,6 +18,10 @@ class Project(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
+    # Budget (issue 10): a monthly limit, what happens when it is spent, the month it was announced.
+    monthly_budget_micros: Mapped[int | None] = mapped_column(BigInteger)
+    on_budget_exceeded: Mapped[str | None] = mapped_column(String(20))
+    budget_exceeded_month: Mapped[str | None] = mapped_column(String(7))
 
 
 class ApiKey(Base):
@@ -147,6 +151,17 @@ class Instance(Base):
     # Bumped by every UPDATE of the row and matched in its WHERE: a write based on a stale read fails
     # (StaleDataError) and its transaction is retried instead of silently undoing a concurrent change.
     version: Mapped[int] = mapped_column(default=1)
+    # Billing (issue 10): budget, reservation, the open segment, and the sum of its ledger entries.
+    budget_limit_micros: Mapped[int | None] = mapped_column(BigInteger)
+    budget_alerted: Mapped[int] = mapped_column(default=0)  # last threshold (percent) announced
+    reserved_hours: Mapped[int | None]
+    reserved_until: Mapped[datetime | None]  # set when the reservation is charged (first ready)
+    seg_kind: Mapped[str | None] = mapped_column(String(20))  # compute | storage | None (nothing open)
+    seg_no: Mapped[int] = mapped_column(default=0)  # counts the segments opened; part of the ledger key
+    seg_start: Mapped[datetime | None] = mapped_column(index=True)
+    seg_rate_micros: Mapped[int | None] = mapped_column(BigInteger)
+    seg_billed_s: Mapped[int] = mapped_column(BigInteger, default=0)  # seconds billed so far in this run
+    billed_micros: Mapped[int] = mapped_column(BigInteger, default=0)  # sum of this instance's ledger entries
 
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
@@ -263,4 +278,29 @@ class WebhookDelivery(Base):
     __table_args__ = (
         Index("uq_webhook_deliveries_event", "webhook_id", "event_seq", unique=True),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+
+class LedgerEntry(Base):
+    """Append-only: one row per closed piece of a billing segment. The unique key makes a piece chargeable once."""
+
+    __tablename__ = "ledger_entries"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(40))
+    instance_id: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(20))  # compute | storage | reservation
+    segment: Mapped[int]
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    seconds: Mapped[int] = mapped_column(BigInteger)
+    rate_micros: Mapped[int] = mapped_column(BigInteger)
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    gpu_type: Mapped[str] = mapped_column(String(40))
+    labels: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("uq_ledger_entries_piece", "instance_id", "kind", "segment", "period_start", unique=True),
+        Index("ix_ledger_entries_project_period", "project_id", "period_start"),
+        Index("ix_ledger_entries_instance_period", "instance_id", "period_start"),
     )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from fastapi.concurrency import run_in_threadpool
 
-from coldplate.loops import hosts, retention, timers, webhooks
+from coldplate.loops import hosts, meter, retention, timers, webhooks
 from coldplate.services.leases import new_owner
 from coldplate.services.outbox import OUTBOX
 from coldplate.state import AppState
@@ -22,6 +22,7 @@ RunOnce = Callable[[AppState, str], object]
 LOOPS: dict[str, RunOnce] = {
     "timers": timers.run_once, "hosts": hosts.run_once, "retention": retention.run_once,
     "webhooks": webhooks.run_once,
+    "meter": meter.run_once,
 }
 # Loops that also run as soon as a commit touched this wake-up key (not only every interval).
 WAKE_ON: dict[str, str] = {"webhooks": OUTBOX}

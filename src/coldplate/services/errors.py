@@ -39,6 +39,7 @@ CODES: dict[str, Code] = {
     "payload_too_large": Code(413, "ValidationError"),
     "unsupported_media_type": Code(415, "ValidationError"),
     "validation_error": Code(422, "ValidationError"),
+    "budget_exceeded": Code(402, "BudgetExceededError"),
     "agent_error": Code(424, "AgentError"),
     "internal_error": Code(500, "ColdplateError"),
 }
@@ -98,3 +99,7 @@ class Forbidden(ServiceError):
     """The caller is known but may not do this (e.g. take over another host's name)."""
 
     code = "forbidden"
+
+
+class BudgetExceeded(ServiceError):
+    code = "budget_exceeded"

@@ -18,7 +18,7 @@ from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import catalog, placement, pricing
 from coldplate.domain.lifecycle import Desired, HostStatus, Status
 from coldplate.ids import new_id
-from coldplate.services import capacity, outbox, ssh_keys
+from coldplate.services import capacity, outbox, spend, ssh_keys
 from coldplate.services.capacity import HOSTNODES, HostRow
 from coldplate.services.errors import InvalidInput, NameTaken, NoCapacity, NotFound
 
@@ -66,6 +66,7 @@ class InstanceRequest:
     max_hours: float | None = None
     volumes: list[VolumeRequest] = field(default_factory=list)
     cloud_init: dict[str, Any] | None = None  # validated by the API schema; run by the agent on first boot
+    budget_limit_micros: int | None = None
 
 
 def demand_on(host: HostRow, req: InstanceRequest, gpu_count: int) -> placement.Demand:
@@ -130,6 +131,7 @@ def candidate_hosts(session: Session, *, gpu_slug: str, gpu_count: int, region: 
 
 def create(session: Session, *, clock: Clock, project_id: str, req: InstanceRequest) -> Instance:
     gpu, gpu_count, region = _resolve(req)
+    spend.check_create(session, clock=clock, project_id=project_id)
     if req.hostnode_id is not None and session.get(Hostnode, req.hostnode_id) is None:
         raise NotFound(f"hostnode {req.hostnode_id} not found", param="hostnode_id")
     if req.ssh_key_ids:
@@ -184,7 +186,8 @@ def _insert(session: Session, *, clock: Clock, project_id: str, req: InstanceReq
         cloud_init=req.cloud_init, ssh_port=ssh_port, labels=dict(req.labels), spot=req.spot,
         max_price_micros=req.max_price_micros, price_micros=price, max_hours=req.max_hours,
         grace_seconds=60, force=False, ip=None, created_at=now, updated_at=now,
-        expires_at=_expiry(now, req), version=1,
+        expires_at=_expiry(now, req), budget_limit_micros=req.budget_limit_micros, budget_alerted=0,
+        reserved_hours=req.duration_hours, seg_no=0, seg_billed_s=0, billed_micros=0, version=1,
     )
     try:  # a Core insert: the ORM's unit of work costs more than the rest of the placement
         session.connection().execute(INSERT_INSTANCE, values)

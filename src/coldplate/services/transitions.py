@@ -16,7 +16,7 @@ from coldplate.domain.lifecycle import (
     Status,
     check_transition,
 )
-from coldplate.services import capacity, outbox, signals
+from coldplate.services import billing, capacity, outbox, signals
 from coldplate.services.errors import InvalidState
 
 
@@ -30,6 +30,7 @@ def transition(session: Session, *, clock: Clock, inst: Instance, target: Status
     except InvalidTransition as exc:
         raise InvalidState(f"instance {inst.id} is {current}; it cannot become {target}",
                            param="status") from exc
+    billing.on_transition(session, clock=clock, inst=inst, current=current, target=target)
     now = clock.now()
     if inst.hostnode_id is not None:
         _release(session, inst, current, target)
