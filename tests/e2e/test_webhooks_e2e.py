@@ -84,6 +84,9 @@ def test_sigkill_mid_dispatch_loses_no_event(tmp_path: Path) -> None:
                 return {json.loads(r.body)["id"] for r in list(receiver.received)}
 
             _wait(lambda: delivered() >= wanted, 60, "every event after the restart")
+            # the delivery the kill interrupted is sent again once its lease (2 s) has run out
+            _wait(lambda: [r.webhook_id for r in list(receiver.received)].count(in_flight) >= 2, 30,
+                  "the interrupted delivery sent again")
             ids_by_event: dict[str, set[str]] = defaultdict(set)
             for received in list(receiver.received):
                 payload = received.verify(secret)

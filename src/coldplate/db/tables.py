@@ -272,7 +272,7 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(500))
     delivered_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
-    lease_owner: Mapped[str | None] = mapped_column(String(40))
+    lease_owner: Mapped[str | None] = mapped_column(String(200))  # services.leases.new_owner: host:pid:loop:random
     lease_expires_at: Mapped[datetime | None]
 
     __table_args__ = (
