@@ -85,8 +85,9 @@ class Agent:
         self._assigned: dict[str, Assignment] | None = None  # as of the last poll; None before the first
 
     async def register(self) -> None:
+        isolation = {"sandbox": self.runtime.sandbox, "enforced_limits": self.runtime.enforced_limits()}
         response = await self.client.post(f"{self.server_url}/v1/agent/register",
-                                          json=self.spec.registration(self.join_token))
+                                          json={**self.spec.registration(self.join_token), "isolation": isolation})
         response.raise_for_status()
         data = response.json()
         self.hostnode_id, self.token = data["hostnode_id"], data["agent_token"]

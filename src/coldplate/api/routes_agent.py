@@ -29,6 +29,8 @@ def _spec(body: RegisterIn) -> HostSpec:
         gpu_uuids=body.gpu.uuids, vcpus=body.vcpus, memory_gb=body.memory_gb, disk_gb=body.disk_gb,
         port_lo=body.port_range[0], port_hi=body.port_range[1], prices_micros=prices,
         heartbeat_timeout_s=body.heartbeat_timeout_seconds, uptime_pct=body.uptime_pct,
+        sandbox=body.isolation.sandbox if body.isolation else None,
+        enforced_limits=sorted(set(body.isolation.enforced_limits)) if body.isolation else [],
     )
 
 

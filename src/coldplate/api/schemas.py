@@ -276,6 +276,13 @@ class AgentPrices(Strict):
     disk_gb_per_hour: Money = Decimal(0)
 
 
+class IsolationIn(Strict):
+    """What keeps this host's instances apart (issue 9): shown on the hostnode and in offers."""
+
+    sandbox: Literal["bubblewrap", "docker", "none", "simulated"]
+    enforced_limits: list[Literal["vcpus", "memory_gb", "pids", "disk_gb"]] = Field(default_factory=list)
+
+
 class RegisterIn(Strict):
     join_token: str = Field(min_length=1)
     name: str = Field(min_length=1, max_length=200)
@@ -290,6 +297,7 @@ class RegisterIn(Strict):
     address: str = Field(default="127.0.0.1", max_length=200)
     heartbeat_timeout_seconds: int = Field(default=30, ge=1, le=3600)
     uptime_pct: float = Field(default=100.0, ge=0, le=100)
+    isolation: IsolationIn | None = None
 
 
 class ObservedInstance(BaseModel):
@@ -369,5 +377,6 @@ def hostnode_view(host: Hostnode) -> dict[str, Any]:
         "disk_gb": host.disk_gb, "disk_gb_free": host.disk_gb - host.disk_gb_used,
         "port_range": [host.port_lo, host.port_hi], "ports_free": ports_total - len(host.ports_used),
         "prices": host_prices(host), "uptime_pct": host.uptime_pct,
+        "sandbox": host.sandbox, "enforced_limits": host.enforced_limits,
         "last_heartbeat_at": isoformat(host.last_heartbeat_at), "created_at": isoformat(host.created_at),
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -40,6 +40,8 @@ class HostSpec:
     prices_micros: dict[str, int]
     heartbeat_timeout_s: int = 30
     uptime_pct: float = 100.0
+    sandbox: str | None = None
+    enforced_limits: list[str] = field(default_factory=list)
 
 
 def _resolve_spec(spec: HostSpec) -> tuple[str, str]:
@@ -67,6 +69,7 @@ def _apply_spec(host: Hostnode, spec: HostSpec, gpu_slug: str, region: str) -> N
     host.disk_gb_price_micros = spec.prices_micros.get("disk_gb_per_hour", 0)
     host.heartbeat_timeout_s = spec.heartbeat_timeout_s
     host.uptime_pct = spec.uptime_pct
+    host.sandbox, host.enforced_limits = spec.sandbox, spec.enforced_limits
     host.gpus_free = host.gpu_count - len(host.gpus_used)
 
 

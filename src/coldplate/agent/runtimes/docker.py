@@ -2,8 +2,13 @@
 
 Each instance is the container `cp-<id>` with a named volume `cp-<id>-workspace` at
 `/workspace` that survives stop/start, its ports published on 127.0.0.1 at their allocated
-external ports, its GPUs requested by index, and the request's volumes as project volumes
-`cp-<project>-vol-<name>` (created on first use, kept after the instance) at their mount paths.
+external ports, its GPUs requested by UUID (the NVIDIA runtime or CDI gives it those device nodes
+and no others), and the request's volumes as project volumes `cp-<project>-vol-<name>` (created on
+first use, kept after the instance) at their mount paths. Isolation: never privileged,
+`no-new-privileges`, Docker's default capabilities minus NET_RAW, a PID limit, its vCPU and
+memory limits, and the bridge network `cp-net-<project>` of its project, so another tenant's
+containers cannot reach its unpublished ports. SSH forwards connect from inside its network
+namespace (`netns.py`).
 `delete` removes the container; `purge` removes the workspace volume at the end of the retention
 period. The SDK is blocking, so every call runs in a thread.
 """
@@ -23,6 +28,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from docker.types import DeviceRequest
 
 from coldplate.agent import cloud_init
+from coldplate.agent.runtimes import netns
 from coldplate.agent.runtimes.base import (
     STATE_DIR,
     Assignment,
@@ -43,6 +49,10 @@ LABEL = "coldplate.instance"
 HOST_LABEL = "coldplate.host"
 PROJECT_LABEL = "coldplate.project"
 VOLUME_LABEL = "coldplate.volume"
+NETWORK_LABEL = "coldplate.network"
+PIDS_LIMIT = 4096
+NO_GPU_RUNTIME = ("this host's Docker engine cannot give GPUs to containers (no NVIDIA container runtime or "
+                  "CDI): {detail}")
 
 
 def container_name(instance_id: str) -> str:
@@ -57,11 +67,19 @@ def project_volume_name(project_id: str, name: str) -> str:
     return f"cp-{project_id}-vol-{name}"
 
 
+def network_name(spec: Assignment) -> str:
+    """One bridge network per project: its instances reach each other, and no one else's."""
+    return f"cp-net-{spec.project_id or spec.instance_id}"
+
+
 class DockerRuntime:
+    sandbox = "docker"
+
     def __init__(self, *, client: Any | None = None, real_gpus: bool = False, max_cpus: int | None = None,
-                 host: str = "") -> None:
+                 host: str = "", gpu_uuids: list[str] | None = None) -> None:
         self.client = client or docker.from_env()
         self.real_gpus = real_gpus  # with simulated inventory, no device request is made
+        self.gpu_uuids = gpu_uuids or []  # by NVML index; a device request names the GPUs by UUID
         self.max_cpus = max_cpus or os.cpu_count() or 1
         # The containers of this hostnode: another agent on the same engine has its own, and this
         # agent stops every container of its host that the server no longer assigns to it.
@@ -150,21 +168,41 @@ class DockerRuntime:
             command, entrypoint = None, cloud_init.wrap(spec.cloud_init, self._argv(spec), state_dir=STATE_DIR)
         devices = []
         if self.real_gpus and spec.gpu_indices:
-            devices = [DeviceRequest(device_ids=[str(i) for i in spec.gpu_indices], capabilities=[["gpu"]])]
+            ids = [self.gpu_uuids[i] if i < len(self.gpu_uuids) else str(i) for i in spec.gpu_indices]
+            devices = [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
         try:
             return self.client.containers.create(
                 spec.image, command=command, entrypoint=entrypoint, name=container_name(spec.instance_id),
-                environment={**spec.env, **gpu_env(spec.gpu_indices)}, labels={LABEL: spec.instance_id, **self.labels},
+                environment={**spec.env, **gpu_env(spec.gpu_indices, isolated=bool(devices))},
+                labels={LABEL: spec.instance_id, **self.labels},
                 hostname=spec.name, detach=True, working_dir="/workspace",
                 ports={f"{p['internal_port']}/tcp": ("127.0.0.1", p["external_port"]) for p in spec.ports},
-                volumes=self._volumes(spec),
+                volumes=self._volumes(spec), network=self._network(spec),
                 nano_cpus=int(min(spec.vcpus, self.max_cpus) * 1e9), mem_limit=f"{spec.memory_gb}g",
-                device_requests=devices,
+                device_requests=devices, privileged=False, security_opt=["no-new-privileges"],
+                cap_drop=["NET_RAW"], pids_limit=PIDS_LIMIT,
             )
         except ImageNotFound as exc:
             raise RuntimeFailure(f"the image {spec.image!r} was not found") from exc
         except APIError as exc:
-            raise RuntimeFailure(f"the container could not be created: {exc.explanation or exc}") from exc
+            detail = str(exc.explanation or exc)
+            if devices and ("device driver" in detail or "nvidia" in detail.lower()):
+                raise RuntimeFailure(NO_GPU_RUNTIME.format(detail=detail)) from exc
+            raise RuntimeFailure(f"the container could not be created: {detail}") from exc
+
+    def _network(self, spec: Assignment) -> str:
+        name = network_name(spec)
+        try:
+            self.client.networks.get(name)
+        except NotFound:
+            try:
+                self.client.networks.create(name, driver="bridge", check_duplicate=True,
+                                            labels={NETWORK_LABEL: spec.project_id})
+            except APIError as exc:  # another start of the same project made it meanwhile
+                if exc.status_code != 409:
+                    raise RuntimeFailure(f"the project's network could not be made: {exc.explanation or exc}") \
+                        from exc
+        return name
 
     async def stop(self, instance_id: str, *, grace_seconds: float, force: bool) -> ExitInfo:
         return await asyncio.to_thread(self._stop, instance_id, grace_seconds, force)
@@ -270,6 +308,24 @@ class DockerRuntime:
         flags = ["-i", "-t", "-e", "TERM=xterm-256color"] if tty else ["-i"]
         inner = ["sh", "-c", command] if command else ["sh", "-l"]
         return Shell([docker_cli, "exec", *flags, container_name(instance_id), *inner])
+
+    async def connect(self, instance_id: str, host: str, port: int
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        pid = await asyncio.to_thread(self._pid, instance_id)
+        return await netns.open_connection_in(pid, host, port)
+
+    def enforced_limits(self) -> list[str]:
+        return ["memory_gb", "pids", "vcpus"]  # disk: measured (quotas need overlay2 on xfs with pquota)
+
+    def _pid(self, instance_id: str) -> int:
+        try:
+            container = self.client.containers.get(container_name(instance_id))
+        except NotFound as exc:
+            raise OSError("the instance is not running") from exc
+        pid = int(container.attrs["State"].get("Pid") or 0)
+        if container.status != "running" or pid <= 0:
+            raise OSError("the instance is not running")
+        return pid
 
     async def running(self) -> set[str]:
         return await asyncio.to_thread(self._running)
