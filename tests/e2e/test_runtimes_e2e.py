@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import psutil
@@ -61,6 +61,14 @@ def real_agent(request: pytest.FixtureRequest, server: Cluster, tmp_path: Path) 
             for label in ("coldplate.instance", "coldplate.project"):  # kept workspaces, project volumes
                 for volume in docker_client.volumes.list(filters={"label": label}):
                     volume.remove(force=True)
+            remove_project_networks(docker_client)
+
+
+def remove_project_networks(docker_client: Any) -> None:
+    """The per-project networks the docker runtime made (one still in use by a peer's test stays)."""
+    for network in docker_client.networks.list(filters={"label": "coldplate.network"}):
+        with contextlib.suppress(Exception):
+            network.remove()
 
 
 def get_text(url: str, timeout: float = 15) -> str:

@@ -17,7 +17,7 @@ import httpx
 
 from coldplate.agent.retention import WorkspaceRetention
 from coldplate.agent.runtimes.base import Assignment, Runtime, RuntimeFailure
-from coldplate.agent.ssh import SshGateway
+from coldplate.agent.ssh import SshGateway, SshPortTaken
 
 log = logging.getLogger(__name__)
 REPORT_ATTEMPTS = 5
@@ -316,13 +316,15 @@ class Agent:
             await self._report(spec.instance_id, "starting")
         self._starting.add(spec.instance_id)
         try:
+            if self.ssh is not None:  # bound first: `ready` never points users at somebody else's program
+                await self.ssh.open(spec.instance_id, spec.ssh_port, spec.ssh_keys)
             await self.runtime.start(spec)
-        except RuntimeFailure as exc:
+        except (RuntimeFailure, SshPortTaken) as exc:
+            await self._close_ssh(spec.instance_id)
             await self._report(spec.instance_id, "failed", failure_reason=str(exc))
             return
         finally:
             self._starting.discard(spec.instance_id)
-        await self._open_ssh(spec)
         await self._report(spec.instance_id, "ready")
 
     async def _open_ssh(self, spec: Assignment) -> None:

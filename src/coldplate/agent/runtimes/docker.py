@@ -20,12 +20,13 @@ import contextlib
 import logging
 import os
 import shutil
+import subprocess
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
-from docker.types import DeviceRequest
+from docker.types import DeviceRequest, Mount
 
 from coldplate.agent import cloud_init
 from coldplate.agent.runtimes import netns
@@ -67,6 +68,26 @@ def project_volume_name(project_id: str, name: str) -> str:
     return f"cp-{project_id}-vol-{name}"
 
 
+def sftp_mounts(server: str = "/usr/lib/openssh/sftp-server") -> list[Mount]:
+    """The host's OpenSSH sftp-server, its libraries and loader, read-only at /.coldplate/sftp, so
+    `sftp` and `scp` work in any image (the SSH gateway runs it inside the container)."""
+    if not os.path.exists(server):
+        return []
+    try:
+        listing = subprocess.run(["ldd", server], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    mounts = [Mount("/.coldplate/sftp/sftp-server", os.path.realpath(server), type="bind", read_only=True)]
+    for line in listing.splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) >= 3 and parts[2].startswith("/"):
+            mounts.append(Mount(f"/.coldplate/sftp/lib/{parts[0]}", os.path.realpath(parts[2]), type="bind",
+                                read_only=True))
+        elif parts and parts[0].startswith("/"):  # the dynamic loader
+            mounts.append(Mount("/.coldplate/sftp/ld.so", os.path.realpath(parts[0]), type="bind", read_only=True))
+    return mounts
+
+
 def network_name(spec: Assignment) -> str:
     """One bridge network per project: its instances reach each other, and no one else's."""
     return f"cp-net-{spec.project_id or spec.instance_id}"
@@ -80,6 +101,7 @@ class DockerRuntime:
         self.client = client or docker.from_env()
         self.real_gpus = real_gpus  # with simulated inventory, no device request is made
         self.gpu_uuids = gpu_uuids or []  # by NVML index; a device request names the GPUs by UUID
+        self.sftp = sftp_mounts()
         self.max_cpus = max_cpus or os.cpu_count() or 1
         # The containers of this hostnode: another agent on the same engine has its own, and this
         # agent stops every container of its host that the server no longer assigns to it.
@@ -177,7 +199,7 @@ class DockerRuntime:
                 labels={LABEL: spec.instance_id, **self.labels},
                 hostname=spec.name, detach=True, working_dir="/workspace",
                 ports={f"{p['internal_port']}/tcp": ("127.0.0.1", p["external_port"]) for p in spec.ports},
-                volumes=self._volumes(spec), network=self._network(spec),
+                volumes=self._volumes(spec), mounts=self.sftp, network=self._network(spec),
                 nano_cpus=int(min(spec.vcpus, self.max_cpus) * 1e9), mem_limit=f"{spec.memory_gb}g",
                 device_requests=devices, privileged=False, security_opt=["no-new-privileges"],
                 cap_drop=["NET_RAW"], pids_limit=PIDS_LIMIT,
