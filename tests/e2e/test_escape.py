@@ -86,7 +86,8 @@ def test_a_tenant_cannot_escape(real_agent: tuple[Cluster, str], tmp_path: Path,
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     attacker = attacker_client.create_instance(
-        name="attacker", gpu="h100", image=image, vcpus=1, memory_gb=1, ssh_keys=[(tmp_path / "id_ed25519.pub").read_text()],
+        name="attacker", gpu="h100", image=image, vcpus=1, memory_gb=1,
+        ssh_keys=[(tmp_path / "id_ed25519.pub").read_text()],
         cmd=["sh", "-c", f"mkdir -p /workspace/www; echo mine > /workspace/www/i; "
                          f"busybox httpd -p {own} -h /workspace/www; exec sleep 3600"])
     victim = victim_client.wait_instance(victim.id, status="ready", timeout=60)
