@@ -17,7 +17,7 @@ import httpx
 
 from coldplate.agent.retention import WorkspaceRetention
 from coldplate.agent.runtimes.base import Assignment, Runtime, RuntimeFailure
-from coldplate.agent.ssh import SshGateway, SshPortTaken
+from coldplate.agent.ssh import SshGateway
 
 log = logging.getLogger(__name__)
 REPORT_ATTEMPTS = 5
@@ -319,7 +319,7 @@ class Agent:
             if self.ssh is not None:  # bound first: `ready` never points users at somebody else's program
                 await self.ssh.open(spec.instance_id, spec.ssh_port, spec.ssh_keys)
             await self.runtime.start(spec)
-        except (RuntimeFailure, SshPortTaken) as exc:
+        except RuntimeFailure as exc:  # the SSH port taken (SshPortTaken) is one
             await self._close_ssh(spec.instance_id)
             await self._report(spec.instance_id, "failed", failure_reason=str(exc))
             return
@@ -331,7 +331,7 @@ class Agent:
         if self.ssh is not None:
             try:
                 await self.ssh.open(spec.instance_id, spec.ssh_port, spec.ssh_keys)
-            except OSError as exc:  # the port is taken: the instance runs, without SSH
+            except RuntimeFailure as exc:  # after a restart, the port was taken meanwhile: it runs, without SSH
                 log.warning("ssh endpoint failed", extra={"instance_id": spec.instance_id, "error": repr(exc)})
 
     async def _close_ssh(self, instance_id: str) -> None:

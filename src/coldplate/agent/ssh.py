@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncssh
 
-from coldplate.agent.runtimes.base import Runtime, Shell
+from coldplate.agent.runtimes.base import Runtime, RuntimeFailure, Shell
 
 log = logging.getLogger(__name__)
 # sftp-server where images and hosts keep it; /.coldplate/sftp is the host's copy a container gets
@@ -35,7 +35,7 @@ SFTP_SERVER = ("for s in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-
                "/.coldplate/sftp/sftp-server; echo 'this instance has no sftp-server' >&2; exit 127")
 
 
-class SshPortTaken(OSError):
+class SshPortTaken(RuntimeFailure):
     """The instance's SSH port is in use by another program on the host."""
 
 
@@ -130,7 +130,7 @@ class SshGateway:
                 authorized_client_keys=authorized, encoding=None, allow_scp=False, reuse_address=True,
                 password_auth=False, kbdint_auth=False)
         except OSError as exc:
-            raise SshPortTaken(exc.errno, f"the instance's SSH port {port} is already in use on the host") from exc
+            raise SshPortTaken(f"the instance's SSH port {port} is already in use on the host") from exc
         log.info("ssh endpoint open", extra={"instance_id": instance_id, "port": port})
 
     async def close(self, instance_id: str) -> None:

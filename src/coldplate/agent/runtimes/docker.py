@@ -133,7 +133,10 @@ class DockerRuntime:
         try:
             container.start()
         except APIError as exc:
-            raise RuntimeFailure(f"the container could not start: {exc.explanation or exc}") from exc
+            detail = str(exc.explanation or exc)
+            if spec.gpu_indices and self.real_gpus and "device driver" in detail:
+                raise RuntimeFailure(NO_GPU_RUNTIME.format(detail=detail)) from exc
+            raise RuntimeFailure(f"the container could not start: {detail}") from exc
         return container
 
     @staticmethod
@@ -208,7 +211,7 @@ class DockerRuntime:
             raise RuntimeFailure(f"the image {spec.image!r} was not found") from exc
         except APIError as exc:
             detail = str(exc.explanation or exc)
-            if devices and ("device driver" in detail or "nvidia" in detail.lower()):
+            if devices and "device driver" in detail:
                 raise RuntimeFailure(NO_GPU_RUNTIME.format(detail=detail)) from exc
             raise RuntimeFailure(f"the container could not be created: {detail}") from exc
 
