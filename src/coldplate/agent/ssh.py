@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import inspect
 import logging
 import os
 import pty
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+from asyncssh.constants import EXTENDED_DATA_STDERR
+from asyncssh.stream import SSHReader, SSHWriter
 
 from coldplate.agent.runtimes.base import Runtime, RuntimeFailure, Shell
 
@@ -54,6 +57,18 @@ class _Session(asyncssh.SSHServerProcess[bytes]):
 
     def subsystem_requested(self, subsystem: str) -> bool:
         return subsystem == "sftp"
+
+    def session_started(self) -> None:
+        """asyncssh would serve `sftp` itself, in the agent; this one starts our process for it too."""
+        if self._chan.get_subsystem() != "sftp":
+            super().session_started()
+            return
+        stdin = SSHReader[bytes](self, self._chan)
+        assert self._session_factory is not None  # our process factory, always given
+        handler = self._session_factory(stdin, SSHWriter[bytes](self, self._chan),
+                                        SSHWriter[bytes](self, self._chan, EXTENDED_DATA_STDERR))
+        if inspect.isawaitable(handler):
+            self._conn.create_task(handler, stdin.logger)  # type: ignore[union-attr]
 
 
 class _Forward(asyncssh.SSHTCPSession[bytes]):
