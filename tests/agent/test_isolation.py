@@ -222,3 +222,28 @@ async def test_a_taken_ssh_port_fails_the_start_before_ready(tmp_path: Path) -> 
     assert server.bodies[1]["failure_reason"] == f"the instance's SSH port {port} is already in use on the host"
     assert await runtime.running() == set()  # never started
     assert server.registered["isolation"] == {"sandbox": "simulated", "enforced_limits": []}
+
+
+@needs_bwrap
+@pytest.mark.skipif(not ROOT, reason="making device nodes needs root")
+async def test_only_the_allocated_gpus_device_nodes_reach_the_sandbox(tmp_path: Path) -> None:
+    """A stand-in /dev (nodes with /dev/null's numbers, named as on a 4-GPU host: no GPU here)
+    through the real sandbox: GPU 2 sees its own node and the control nodes; no GPU sees none."""
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("nvidia0", "nvidia1", "nvidia2", "nvidia3", "nvidiactl", "nvidia-uvm", "nvidia-caps", "null"):
+        os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    runtime = ProcessRuntime(data_dir=tmp_path / "data", dev_dir=dev, gpu_minors=[3, 2, 1, 0])  # index 1 = minor 2
+    seen = {}
+    for indices in ([1], []):
+        s = spec(["sleep", "600"], gpu_indices=indices)
+        await runtime.start(s)
+        try:
+            done = await runtime.exec(s.instance_id, ["sh", "-c", "ls /dev; echo cuda=$CUDA_VISIBLE_DEVICES"],
+                                      timeout=10)
+        finally:
+            await runtime.delete(s.instance_id)
+        seen[len(indices)] = done.stdout.split()
+    assert sorted(n for n in seen[1] if n.startswith("nvidia")) == ["nvidia-uvm", "nvidia2", "nvidiactl"]
+    assert "cuda=0" in seen[1]  # CUDA numbers the one GPU it can open from 0
+    assert [n for n in seen[0] if n.startswith("nvidia")] == [] and "cuda=" in seen[0]

@@ -15,9 +15,9 @@ H100_HOST_DEV = ["null", "zero", "nvidia0", "nvidia1", "nvidia2", "nvidia3", "nv
 
 def test_only_the_allocated_gpus_and_the_control_devices() -> None:
     assert sandbox.gpu_device_nodes([2], H100_HOST_DEV) == [
-        "/dev/nvidia2", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"]
-    assert sandbox.gpu_device_nodes([3, 0], H100_HOST_DEV)[:2] == ["/dev/nvidia0", "/dev/nvidia3"]
-    assert "/dev/nvidia-caps" not in sandbox.gpu_device_nodes([0, 1, 2, 3], H100_HOST_DEV)
+        "nvidia2", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset"]
+    assert sandbox.gpu_device_nodes([3, 0], H100_HOST_DEV)[:2] == ["nvidia0", "nvidia3"]
+    assert "nvidia-caps" not in sandbox.gpu_device_nodes([0, 1, 2, 3], H100_HOST_DEV)
 
 
 def test_no_gpu_means_no_nvidia_device_at_all() -> None:
@@ -25,7 +25,7 @@ def test_no_gpu_means_no_nvidia_device_at_all() -> None:
 
 
 def test_a_gpu_whose_node_is_missing_is_not_invented() -> None:
-    assert sandbox.gpu_device_nodes([7], ["nvidia0", "nvidiactl"]) == ["/dev/nvidiactl"]
+    assert sandbox.gpu_device_nodes([7], ["nvidia0", "nvidiactl"]) == ["nvidiactl"]
     assert sandbox.gpu_device_nodes([0], []) == []  # a host with simulated GPUs
 
 
@@ -64,7 +64,7 @@ def test_the_sandbox_sees_a_minimal_read_only_system() -> None:
 
 
 def test_gpus_and_volumes_are_bound_where_asked() -> None:
-    argv = args(Identity(1000, 1000, drop=False), devices=["/dev/nvidia1", "/dev/nvidiactl"],
+    argv = args(Identity(1000, 1000, drop=False), devices=["nvidia1", "nvidiactl"],
                 mounts=[Mount(Path("/v/a"), "/data"), Mount(Path("/v/b"), "/ro", readonly=True)])
     assert pairs(argv, "--dev-bind") == [("/dev/nvidia1", "/dev/nvidia1"), ("/dev/nvidiactl", "/dev/nvidiactl")]
     assert ("/v/a", "/data") in pairs(argv, "--bind") and ("/v/b", "/ro") in pairs(argv, "--ro-bind")

@@ -115,13 +115,14 @@ def returncode_to_exit(code: int | None) -> int | None:
 
 class ProcessRuntime:
     def __init__(self, *, data_dir: Path, unsandboxed: bool = False, gpu_minors: list[int] | None = None,
-                 cgroups: Cgroups | None = None) -> None:
+                 cgroups: Cgroups | None = None, dev_dir: Path = Path("/dev")) -> None:
         self.root = data_dir / "instances"
         self.volumes_root = data_dir / "volumes"
         self.unsandboxed = unsandboxed  # asked for: workloads without bubblewrap run as plain processes
         self.gpu_minors = gpu_minors  # NVML index → device minor number; None: the same numbers
         self.cgroups = cgroups if cgroups is not None else Cgroups()
         self.uids = WorkloadUids(data_dir)
+        self.dev_dir = dev_dir  # where the GPUs' device nodes are
         self.running_: dict[str, Running] = {}
 
     @property
@@ -182,8 +183,8 @@ class ProcessRuntime:
 
     def _bwrap(self, spec: Assignment, identity: Identity, etc_dir: Path, mounts: list[Mount]) -> list[str]:
         minors = [self.gpu_minors[i] if self.gpu_minors else i for i in spec.gpu_indices]
-        devices = sandbox.gpu_device_nodes(minors, os.listdir("/dev"))
-        return sandbox.bwrap_args(
+        devices = sandbox.gpu_device_nodes(minors, os.listdir(self.dev_dir))
+        return sandbox.bwrap_args(dev_dir=self.dev_dir,
             hostname=spec.name, workspace=self.workspace(spec.instance_id), etc_dir=etc_dir, mounts=mounts,
             devices=devices, system=sandbox.list_entries("/", sandbox.SYSTEM_DIRS),
             etc=sandbox.list_entries("/etc", sandbox.ETC_ALLOWED), identity=identity)
@@ -211,7 +212,7 @@ class ProcessRuntime:
         command = cloud_init.wrap(spec.cloud_init, [*(spec.entrypoint or []), *(spec.cmd or [])] or DEFAULT_CMD,
                                   state_dir=state_dir)
         home = "/workspace" if use_bwrap else str(workspace)
-        devices = use_bwrap and any(n.startswith("nvidia") for n in os.listdir("/dev"))
+        devices = use_bwrap and any(n.startswith("nvidia") for n in os.listdir(self.dev_dir))
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "WORKSPACE": home,
                **spec.env, **gpu_env(spec.gpu_indices, isolated=devices)}
         output = open(self.instance_dir(spec.instance_id) / "output.log", "ab")  # noqa: SIM115

@@ -57,13 +57,13 @@ def list_entries(directory: str, names: Iterable[str]) -> list[Entry]:
 
 
 def gpu_device_nodes(minors: list[int], dev_names: Iterable[str]) -> list[str]:
-    """The device nodes an instance with these GPUs (by device minor number) gets: its own
-    `/dev/nvidia<N>` and the control devices CUDA needs; nothing at all without a GPU."""
+    """The device nodes (names in /dev) an instance with these GPUs (by device minor number) gets:
+    its own `nvidia<N>` and the control devices CUDA needs; nothing at all without a GPU."""
     if not minors:
         return []
     present = set(dev_names)
-    own = [f"/dev/nvidia{m}" for m in sorted(set(minors)) if f"nvidia{m}" in present]
-    return own + [f"/dev/{name}" for name in GPU_CONTROL_NODES if name in present]
+    own = [f"nvidia{m}" for m in sorted(set(minors)) if f"nvidia{m}" in present]
+    return own + [name for name in GPU_CONTROL_NODES if name in present]
 
 
 def etc_files(*, name: str, uid: int, gid: int) -> dict[str, str]:
@@ -93,7 +93,7 @@ class Identity:
 
 
 def bwrap_args(*, hostname: str, workspace: Path, etc_dir: Path, mounts: list[Mount], devices: list[str],
-               system: list[Entry], etc: list[Entry], identity: Identity) -> list[str]:
+               system: list[Entry], etc: list[Entry], identity: Identity, dev_dir: Path = Path("/dev")) -> list[str]:
     """The bubblewrap command line (up to and including `--`, and the privilege drop after it)."""
     args = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try",
             "--hostname", hostname, "--as-pid-1"]
@@ -115,7 +115,7 @@ def bwrap_args(*, hostname: str, workspace: Path, etc_dir: Path, mounts: list[Mo
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/run",
              "--bind", str(workspace), "/workspace", "--chdir", "/workspace", "--setenv", "HOME", "/workspace"]
     for device in devices:
-        args += ["--dev-bind", device, device]
+        args += ["--dev-bind", str(dev_dir / device), f"/dev/{device}"]
     for mount in mounts:
         args += ["--ro-bind" if mount.readonly else "--bind", str(mount.source), mount.target]
     return args
