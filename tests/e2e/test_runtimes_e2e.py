@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -24,8 +25,11 @@ from tests.e2e.conftest import Cluster, _wait, free_port_block
 
 def start_agent(server: Cluster, runtime: str, data_dir: Path, port_lo: int, log: IO[bytes]
                 ) -> subprocess.Popen[bytes]:
+    # a name of its own: an agent removes the containers labelled with its host name that it is not
+    # assigned, and test runs sharing one Docker engine must not remove each other's
+    name = f"{runtime}-host-{hashlib.sha1(str(data_dir).encode()).hexdigest()[:8]}"
     return subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", server.url, "--join-token",
-                             server.join_token, "--runtime", runtime, "--name", f"{runtime}-host", "--region", "eu",
+                             server.join_token, "--runtime", runtime, "--name", name, "--region", "eu",
                              "--port-range", f"{port_lo}-{port_lo + 20}", "--fake-gpus", "h100-80gb:2",
                              "--gpu-price", "2.00", "--data-dir", str(data_dir), "--heartbeat-interval", "0.5"],
                             stdout=log, stderr=subprocess.STDOUT)
@@ -276,7 +280,7 @@ def test_workloads_survive_an_agent_restart(real_agent: tuple[Cluster, str], tmp
     port = _forwarded(client.wait_instance(inst.id, status="ready", timeout=60), internal)
     assert get_text(f"http://127.0.0.1:{port}/i") == "survivor\n"
     hosts = httpx.get(f"{cluster.url}/v1/hostnodes", headers={"Authorization": f"Bearer {cluster.admin_key}"})
-    runtime = hosts.json()["data"][0]["name"].removesuffix("-host")
+    runtime = hosts.json()["data"][0]["name"].split("-host")[0]
     agent_pids = [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
                   if "--data-dir" in (p.info["cmdline"] or []) and str(tmp_path / "agent") in p.info["cmdline"]]
     assert len(agent_pids) == 1
