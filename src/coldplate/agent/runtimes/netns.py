@@ -1,4 +1,4 @@
-"""TCP connections made from inside an instance's network namespace.
+"""TCP connections made from inside an instance's network namespace, and the published ports built on them.
 
 Port forwards and SSH forwards (`ssh -L`) must reach what the instance itself reaches, never the
 host's own loopback services: the socket is created in the namespace of the instance's pid (a
@@ -14,6 +14,7 @@ import ctypes
 import os
 import socket
 import threading
+from collections.abc import Awaitable, Callable
 
 CLONE_NEWNET = 0x40000000
 _switch = threading.Lock()  # one switch at a time; the thread is always back in its own namespace after
@@ -61,3 +62,30 @@ async def open_connection_in(pid: int, host: str, port: int, *, timeout: float =
         sock.close()
         raise
     return await asyncio.open_connection(sock=sock)
+
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def forward(external: int, connect: Callable[[], Awaitable[Streams]]) -> asyncio.Server:
+    """A published port: 127.0.0.1:`external` on the host, each connection piped to `connect()`
+    (the instance's own port, dialled from inside its network). OSError where the port is taken."""
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            upstream_r, upstream_w = await connect()
+        except (OSError, TimeoutError):
+            client_w.close()
+            return
+        await asyncio.gather(pipe(client_r, upstream_w), pipe(upstream_r, client_w))
+
+    return await asyncio.start_server(handle, "127.0.0.1", external, reuse_address=True)

@@ -123,6 +123,8 @@ class ProcessRuntime:
         self.cgroups = cgroups if cgroups is not None else Cgroups()
         self.uids = WorkloadUids(data_dir)
         self.dev_dir = dev_dir  # where the GPUs' device nodes are
+        if unsandboxed:
+            log.warning("--unsandboxed: where bubblewrap is missing, workloads run without isolation")
         self.running_: dict[str, Running] = {}
 
     @property
@@ -315,26 +317,8 @@ class ProcessRuntime:
         return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:]) if path.exists() else ""
 
     async def _forward(self, running: Running, external: int, internal: int) -> asyncio.Server:
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
-            finally:
-                writer.close()
-
-        async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-            try:
-                upstream_r, upstream_w = await running.connect("127.0.0.1", internal)
-            except (OSError, TimeoutError):
-                client_w.close()
-                return
-            await asyncio.gather(pipe(client_r, upstream_w), pipe(upstream_r, client_w))
-
         try:
-            return await asyncio.start_server(handle, "127.0.0.1", external, reuse_address=True)
+            return await netns.forward(external, lambda: running.connect("127.0.0.1", internal))
         except OSError as exc:
             raise RuntimeFailure(f"port {external} could not be forwarded: {exc}") from exc
 
