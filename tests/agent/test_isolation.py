@@ -135,6 +135,10 @@ async def test_cgroups_hold_the_instances_limits(process_runtime: ProcessRuntime
         {"cpu": "vcpus", "memory": "memory_gb", "pids": "pids"}[c] for c in cgroups.controllers)
     await process_runtime.stop(s.instance_id, grace_seconds=0, force=True)
     assert not any(d.exists() for d in directories)
+    early = spec(["sh", "-c", "exit 4"])
+    with pytest.raises(RuntimeFailure, match="exited with code 4"):
+        await process_runtime.start(early)
+    assert not any(d.exists() for d in cgroups.directories(early.instance_id))  # a failed start leaves none
 
 
 def test_a_host_without_cgroups_says_it_enforces_no_limit(tmp_path: Path) -> None:

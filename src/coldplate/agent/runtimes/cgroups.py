@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def join_command(procs: list[Path]) -> list[str]:
     return ["/bin/sh", "-c", script, "cgroup-join"]
 
 
-def joiner(procs: list[Path]) -> object:
+def joiner(procs: list[Path]) -> Callable[[], None]:
     """A preexec function: the new process joins these cgroups before it execs."""
     def join() -> None:
         for path in procs:

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CMD = ["sleep", "infinity"]
 PROCESS_RECORD = "process.json"
 PIDS_LIMIT = 4096
+SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/bin"
 NO_BWRAP = ("bubblewrap (bwrap) is not installed on this host, and workloads do not run unsandboxed: install "
             "bubblewrap, or start the agent with --unsandboxed to run them without isolation")
 
@@ -186,10 +187,10 @@ class ProcessRuntime:
     def _bwrap(self, spec: Assignment, identity: Identity, etc_dir: Path, mounts: list[Mount]) -> list[str]:
         minors = [self.gpu_minors[i] if self.gpu_minors else i for i in spec.gpu_indices]
         devices = sandbox.gpu_device_nodes(minors, os.listdir(self.dev_dir))
-        return sandbox.bwrap_args(dev_dir=self.dev_dir,
+        return sandbox.bwrap_args(
             hostname=spec.name, workspace=self.workspace(spec.instance_id), etc_dir=etc_dir, mounts=mounts,
             devices=devices, system=sandbox.list_entries("/", sandbox.SYSTEM_DIRS),
-            etc=sandbox.list_entries("/etc", sandbox.ETC_ALLOWED), identity=identity)
+            etc=sandbox.list_entries("/etc", sandbox.ETC_ALLOWED), identity=identity, dev_dir=self.dev_dir)
 
     def _cgroups(self, spec: Assignment) -> list[Path]:
         """The instance's cgroups, with its limits; their `cgroup.procs` files."""
@@ -215,7 +216,8 @@ class ProcessRuntime:
                                   state_dir=state_dir)
         home = "/workspace" if use_bwrap else str(workspace)
         devices = use_bwrap and any(n.startswith("nvidia") for n in os.listdir(self.dev_dir))
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "WORKSPACE": home,
+        path = SANDBOX_PATH if use_bwrap else os.environ.get("PATH", "/usr/bin:/bin")
+        env = {"PATH": path, "HOME": home, "WORKSPACE": home,
                **spec.env, **gpu_env(spec.gpu_indices, isolated=devices)}
         output = open(self.instance_dir(spec.instance_id) / "output.log", "ab")  # noqa: SIM115
         procs = self._cgroups(spec)
@@ -227,7 +229,7 @@ class ProcessRuntime:
             process = await asyncio.create_subprocess_exec(
                 *launch, *command, cwd=workspace, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=output,
                 stderr=output, start_new_session=True, pass_fds=(write_fd,) if use_bwrap else (),
-                preexec_fn=joiner(procs) if procs else None)  # type: ignore[arg-type]
+                preexec_fn=joiner(procs) if procs else None)
         except OSError as exc:
             raise RuntimeFailure(f"the command could not be started: {exc}") from exc
         finally:
@@ -252,6 +254,7 @@ class ProcessRuntime:
                 return None
             self.running_.pop(spec.instance_id, None)
             self._record_path(spec.instance_id).unlink(missing_ok=True)
+            await asyncio.to_thread(self.cgroups.remove, spec.instance_id)
             return exited_during_start("command", returncode_to_exit(process.returncode),
                                        self._tail(spec.instance_id))
 
