@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from docker.errors import NotFound
 
 from coldplate.agent.daemon import Agent
 from coldplate.agent.runtimes.base import Assignment, RuntimeFailure
@@ -165,6 +166,9 @@ async def test_containers_are_confined(docker_client: Any, busybox_image: str) -
         assert runtime.enforced_limits() == ["memory_gb", "pids", "vcpus"] and runtime.sandbox == "docker"
         done = await runtime.exec(s.instance_id, ["hostname"], timeout=10)
         assert done.stdout == "confined\n"
+        await runtime.delete(s.instance_id)  # the project's last container: its network goes too
+        with pytest.raises(NotFound):
+            docker_client.networks.get(network_name(s))
     finally:
         await runtime.delete(s.instance_id)
         await runtime.purge(s.instance_id)

@@ -23,11 +23,15 @@ from coldplate.client import Instance, InvalidStateError
 from tests.e2e.conftest import Cluster, _wait, free_port_block
 
 
+def host_name(runtime: str, data_dir: Path) -> str:
+    """A name of its own: an agent removes the containers labelled with its host name that it is not
+    assigned, and test runs sharing one Docker engine must not remove each other's."""
+    return f"{runtime}-host-{hashlib.sha1(str(data_dir).encode()).hexdigest()[:8]}"
+
+
 def start_agent(server: Cluster, runtime: str, data_dir: Path, port_lo: int, log: IO[bytes]
                 ) -> subprocess.Popen[bytes]:
-    # a name of its own: an agent removes the containers labelled with its host name that it is not
-    # assigned, and test runs sharing one Docker engine must not remove each other's
-    name = f"{runtime}-host-{hashlib.sha1(str(data_dir).encode()).hexdigest()[:8]}"
+    name = host_name(runtime, data_dir)
     return subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", server.url, "--join-token",
                              server.join_token, "--runtime", runtime, "--name", name, "--region", "eu",
                              "--port-range", f"{port_lo}-{port_lo + 20}", "--fake-gpus", "h100-80gb:2",
@@ -59,12 +63,14 @@ def real_agent(request: pytest.FixtureRequest, server: Cluster, tmp_path: Path) 
         proc.wait(timeout=15)
         log.close()
         kill_adoptable_workloads(tmp_path / "agent")
-        if docker_client is not None:
-            for container in docker_client.containers.list(all=True, filters={"label": "coldplate.instance"}):
+        if docker_client is not None:  # this host's containers; unused workspaces and project volumes
+            mine = f"coldplate.host={host_name(runtime, tmp_path / 'agent')}"
+            for container in docker_client.containers.list(all=True, filters={"label": mine}):
                 container.remove(force=True)
-            for label in ("coldplate.instance", "coldplate.project"):  # kept workspaces, project volumes
+            for label in ("coldplate.instance", "coldplate.project"):
                 for volume in docker_client.volumes.list(filters={"label": label}):
-                    volume.remove(force=True)
+                    with contextlib.suppress(Exception):  # in use by another test run's container
+                        volume.remove(force=True)
             remove_project_networks(docker_client)
 
 

@@ -47,8 +47,8 @@ def test_scp_and_sftp(real_agent: tuple[Cluster, str], tmp_path: Path) -> None: 
     assert ran.returncode == 0, ran
     assert (tmp_path / "down.txt").read_text() == upload.read_text()
     assert "via-sftp.txt" in ran.stdout and "up.txt" in ran.stdout
-    owner = client.exec_instance(inst.id, "ls -n /workspace/via-sftp.txt | awk '{print $3}'; id -u")
-    file_uid, own_uid = owner.stdout.split()
+    owner = client.exec_instance(inst.id, "busybox stat -c %u /workspace/via-sftp.txt; id -u")
+    file_uid, own_uid = owner.stdout.split()  # (a failure here shows what exec printed)
     assert file_uid == own_uid  # written by the instance's own user, from inside the instance
 
     secret = tmp_path / "batch-secret"

@@ -133,11 +133,15 @@ class DockerRuntime:
         try:
             container.start()
         except APIError as exc:
-            detail = str(exc.explanation or exc)
-            if spec.gpu_indices and self.real_gpus and "device driver" in detail:
-                raise RuntimeFailure(NO_GPU_RUNTIME.format(detail=detail)) from exc
-            raise RuntimeFailure(f"the container could not start: {detail}") from exc
+            raise self._failure("the container could not start", exc, gpus=bool(spec.gpu_indices)) from exc
         return container
+
+    def _failure(self, what: str, exc: APIError, *, gpus: bool) -> RuntimeFailure:
+        """The engine's refusal as the user reads it; a GPU request to an engine without GPU support says so."""
+        detail = str(exc.explanation or exc)
+        if gpus and self.real_gpus and "device driver" in detail:
+            return RuntimeFailure(NO_GPU_RUNTIME.format(detail=detail))
+        return RuntimeFailure(f"{what}: {detail}")
 
     @staticmethod
     def _exited(container: Any) -> RuntimeFailure | None:
@@ -210,10 +214,7 @@ class DockerRuntime:
         except ImageNotFound as exc:
             raise RuntimeFailure(f"the image {spec.image!r} was not found") from exc
         except APIError as exc:
-            detail = str(exc.explanation or exc)
-            if devices and "device driver" in detail:
-                raise RuntimeFailure(NO_GPU_RUNTIME.format(detail=detail)) from exc
-            raise RuntimeFailure(f"the container could not be created: {detail}") from exc
+            raise self._failure("the container could not be created", exc, gpus=bool(devices)) from exc
 
     def _network(self, spec: Assignment) -> str:
         name = network_name(spec)
@@ -252,8 +253,21 @@ class DockerRuntime:
 
     def _delete(self, instance_id: str) -> None:
         try:
-            self.client.containers.get(container_name(instance_id)).remove(force=True)
+            container = self.client.containers.get(container_name(instance_id))
         except NotFound:
+            return
+        networks = [n for n in (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+                    if n.startswith("cp-net-")]
+        container.remove(force=True)
+        for name in networks:  # the project's last container gone: its network goes too (the engine's
+            self._remove_network_if_unused(name)  # address pools hold only a few dozen bridges)
+
+    def _remove_network_if_unused(self, name: str) -> None:
+        try:
+            network = self.client.networks.get(name)
+            if not network.attrs.get("Containers"):
+                network.remove()
+        except (NotFound, APIError):  # gone already, or a start of the same project took it meanwhile
             pass
 
     async def purge(self, instance_id: str) -> None:
