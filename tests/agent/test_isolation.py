@@ -73,6 +73,24 @@ async def test_workspaces_and_volumes_belong_to_their_projects_uid(process_runti
     assert ProcessRuntime(data_dir=process_runtime.root.parent).uids.uid("prj_a") == uid_a
 
 
+@needs_bwrap
+@pytest.mark.skipif(not ROOT, reason="per-project uids need a root agent")
+async def test_a_disk_from_before_uids_is_handed_over(process_runtime: ProcessRuntime) -> None:
+    """A workspace written when workloads ran as root stays usable by the instance's own uid."""
+    s = spec(["sleep", "3600"], project_id="prj_old")
+    old = process_runtime.workspace(s.instance_id)
+    (old / "data").mkdir(parents=True)
+    (old / "data" / "model.bin").write_text("weights\n")
+    (old / "link").symlink_to("/etc/hostname")  # a link is re-owned, never followed
+    await process_runtime.start(s)
+    uid = process_runtime.uids.uid("prj_old")
+    assert (old / "data" / "model.bin").stat().st_uid == uid and os.lstat(old / "link").st_uid == uid
+    assert Path("/etc/hostname").stat().st_uid == 0
+    done = await process_runtime.exec(s.instance_id, ["sh", "-c", "echo more >> /workspace/data/model.bin && "
+                                                                  "cat /workspace/data/model.bin"], timeout=10)
+    assert done.stdout == "weights\nmore\n", done
+
+
 async def test_no_bubblewrap_no_start_unless_unsandboxed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found measuring issue 9: without bwrap at the agent's start, workloads ran with no sandbox,
     silently, and a bwrap installed later was never used."""

@@ -34,6 +34,11 @@ class WorkloadUids:
 
 
 def own(path: Path, uid: int, gid: int) -> None:
-    """`path` belongs to the workload and to nobody else (0700); its contents keep their owners."""
+    """`path` belongs to the workload and to nobody else (0700). A disk that another owner had (made
+    before workloads had uids of their own) is handed over whole, never following a link."""
+    if path.stat().st_uid != uid:
+        for root, dirs, files in os.walk(path):
+            for name in (*dirs, *files):
+                os.lchown(os.path.join(root, name), uid, gid)
     os.chown(path, uid, gid)
     os.chmod(path, 0o700)
