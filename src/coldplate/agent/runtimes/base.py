@@ -96,7 +96,6 @@ class Runtime(Protocol):
     def sandbox(self) -> str:
         """What isolates the workloads: bubblewrap, docker, none (asked for), simulated."""
 
-
     def enforced_limits(self) -> list[str]:
         """Which of an instance's limits (vcpus, memory_gb, pids, disk_gb) this host holds it to."""
 
