@@ -58,6 +58,8 @@ def test_without_bubblewrap_only_an_unsandboxed_agent_runs_workloads(server: Clu
         _wait(lambda: len(client.hostnodes()) == 2, 30, "the unsandboxed host to register")
         views = {h["name"]: h for h in httpx.get(f"{server.url}/v1/hostnodes", headers=headers).json()["data"]}
         assert views["loose"]["sandbox"] == "none"
+        assert {h.name: h.sandbox for h in client.hostnodes()} == {"strict": "bubblewrap", "loose": "none"}
+        assert [o.sandbox for o in client.offers(gpu="cpu")] == ["none"]  # the SDK reads it too
         offers = httpx.get(f"{server.url}/v1/offers", params={"gpu": "cpu"}, headers=headers).json()["data"]
         assert [(o["hostnode_name"], o["sandbox"]) for o in offers] == [("loose", "none")]
         ran = client.create_instance(name="ran", gpu="cpu", vcpus=1, memory_gb=1,

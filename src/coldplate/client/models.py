@@ -72,6 +72,8 @@ class Hostnode(Model):
     gpus_free: int
     prices: dict[str, str]
     location: dict[str, str] = {}
+    sandbox: str | None = None  # bubblewrap, docker, none (no isolation), simulated
+    enforced_limits: list[str] = []
 
 
 class Availability(Model):
@@ -104,6 +106,7 @@ class Offer(Model):
     gpus_free: int
     price_per_hour: str
     location: dict[str, str] = {}
+    sandbox: str | None = None
 
 
 class Project(Model):
