@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,41 @@ async def test_only_the_allocated_gpus_device_nodes_reach_the_sandbox(tmp_path: 
     assert sorted(n for n in seen[1] if n.startswith("nvidia")) == ["nvidia-uvm", "nvidia2", "nvidiactl"]
     assert "cuda=0" in seen[1]  # CUDA numbers the one GPU it can open from 0
     assert [n for n in seen[0] if n.startswith("nvidia")] == [] and "cuda=" in seen[0]
+
+
+EVIL = r"""
+#include <stdio.h>
+__attribute__((constructor)) static void pwn(void) {
+    FILE *f = fopen(MARKER, "a"); if (f) { fputs("pwned\n", f); fclose(f); } }
+"""
+
+
+@needs_bwrap
+async def test_the_tenants_env_never_reaches_a_privileged_launcher(process_runtime: ProcessRuntime,
+                                                                  tmp_path: Path) -> None:
+    """Found in review: the instance's env was the environment of bwrap and nsenter, which run as root
+    on the host; an LD_PRELOAD naming a library in the tenant's own workspace ran its code as root."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        pytest.skip("no C compiler to build the library an attacker would bring")
+    marker = tmp_path / "pwned"
+    s = spec(["sleep", "3600"], project_id="prj_evil")
+    workspace = process_runtime.workspace(s.instance_id)
+    workspace.mkdir(parents=True)
+    source = tmp_path / "evil.c"
+    source.write_text(EVIL)
+    library = workspace / "evil.so"  # what the tenant copied into its disk in an earlier session
+    subprocess.run([compiler, "-shared", "-fPIC", f'-DMARKER="{marker}"', "-o", str(library), str(source)],
+                   check=True)
+    subprocess.run(["true"], env={"LD_PRELOAD": str(library), "PATH": os.environ["PATH"]}, check=True)
+    assert marker.read_text() == "pwned\n"  # control: the library does run where it is preloaded
+    marker.unlink()
+    evil = Assignment(**{**s.__dict__, "env": {"LD_PRELOAD": str(library), "WORD": "kept"}})
+    await process_runtime.start(evil)
+    done = await process_runtime.exec(s.instance_id, ["sh", "-c", "echo $WORD $LD_PRELOAD"], timeout=10)
+    assert not marker.exists()  # neither bwrap nor nsenter (root, on the host) loaded it
+    shell = process_runtime.shell(s.instance_id, "true", tty=False)
+    assert shell is not None and "LD_PRELOAD" not in (shell.env or {})
+    subprocess.run(shell.argv, env=shell.env, cwd=shell.cwd, check=False, capture_output=True, timeout=30)
+    assert done.stdout.split()[:2] == ["kept", str(library)]  # the workload still gets its env, inside
+    assert not marker.exists()

@@ -38,6 +38,7 @@ def test_cuda_numbers_isolated_gpus_from_zero() -> None:
 def args(identity: Identity, devices: list[str] | None = None, mounts: list[Mount] | None = None) -> list[str]:
     return sandbox.bwrap_args(
         hostname="box", workspace=Path("/data/instances/i/workspace"), etc_dir=Path("/data/instances/i/etc"),
+        env=Path("/data/instances/i/env"),
         mounts=mounts or [], devices=devices or [],
         system=[Entry("usr"), Entry("bin", "usr/bin"), Entry("lib64", "usr/lib64"), Entry("opt")],
         etc=[Entry("ld.so.cache"), Entry("os-release", "../usr/lib/os-release")], identity=identity)
@@ -53,7 +54,7 @@ def test_the_sandbox_sees_a_minimal_read_only_system() -> None:
     assert ("usr/bin", "/bin") in pairs(argv, "--symlink")
     bound = {target for _source, target in pairs(argv, "--ro-bind") + pairs(argv, "--bind")}
     assert bound == {"/usr", "/opt", "/etc/ld.so.cache", "/etc/group", "/etc/hostname", "/etc/hosts", "/etc/passwd",
-                     "/workspace"}
+                     "/workspace", sandbox.ENV_FILE}
     assert not any(t.startswith(("/home", "/root", "/var", "/srv", "/mnt", "/etc/shadow", "/etc/ssh"))
                    for t in bound)
     assert ("/data/instances/i/etc/passwd", "/etc/passwd") in pairs(argv, "--ro-bind")
@@ -79,7 +80,8 @@ def test_a_root_agent_drops_to_the_projects_uid_without_capabilities() -> None:
     assert {"--reuid", "900004", "--regid", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
             "--no-new-privs"} <= set(drop)
     enter = sandbox.enter_args(4242, identity)
-    assert enter[:3] == ["nsenter", "-t", "4242"] and enter[-len(drop):] == drop
+    assert enter[:3] == ["nsenter", "-t", "4242"] and enter[-len(drop) - 4:-4] == drop
+    assert enter[-4:] == sandbox.ENV_LOADER  # the tenant's env is loaded after the drop, inside
     assert {"-m", "-u", "-i", "-n", "-p"} <= set(enter)
 
 
@@ -107,3 +109,10 @@ def test_generated_etc_names_no_host_account() -> None:
     assert "workload:x:900002:900002:" in files["passwd"] and files["hostname"] == "trainer\n"
     assert "trainer" in files["hosts"].splitlines()[0]
     assert sorted(files) == sorted(sandbox.GENERATED_ETC)
+
+
+def test_the_tenants_env_is_a_file_read_inside() -> None:
+    text = sandbox.env_file({"WORD": "it's $HOME; `id`", "LD_PRELOAD": "/x.so", "bad-name": "x", "PATH": "/bin"})
+    assert text.splitlines() == ["export LD_PRELOAD=/x.so", "export PATH=/bin",
+                                 "export WORD='it'\"'\"'s $HOME; `id`'"]
+    assert sandbox.HOST_ENV.keys() == {"PATH"}

@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CMD = ["sleep", "infinity"]
 PROCESS_RECORD = "process.json"
 PIDS_LIMIT = 4096
-SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/bin"
 NO_BWRAP = ("bubblewrap (bwrap) is not installed on this host, and workloads do not run unsandboxed: install "
             "bubblewrap, or start the agent with --unsandboxed to run them without isolation")
 
@@ -66,7 +65,7 @@ NO_BWRAP = ("bubblewrap (bwrap) is not installed on this host, and workloads do 
 class Running:
     leader_pid: int  # the process group: bwrap, or the command itself without a sandbox
     main_pid: int  # what SIGTERM goes to: the command, pid 1 of its sandbox
-    env: dict[str, str]
+    env: dict[str, str]  # what the processes the agent starts get: in a sandbox, HOST_ENV only
     prefix: list[str]  # how exec and SSH enter the running sandbox (nsenter), empty without one
     process: asyncio.subprocess.Process | None  # None: adopted after an agent restart, not our child
     proxies: list[asyncio.Server] = field(default_factory=list)
@@ -184,11 +183,12 @@ class ProcessRuntime:
             mounts.append(Mount(source, volume["mount_path"], bool(volume.get("readonly"))))
         return etc_dir, mounts
 
-    def _bwrap(self, spec: Assignment, identity: Identity, etc_dir: Path, mounts: list[Mount]) -> list[str]:
+    def _bwrap(self, spec: Assignment, identity: Identity, etc_dir: Path, env: Path, mounts: list[Mount]
+               ) -> list[str]:
         minors = [self.gpu_minors[i] if self.gpu_minors else i for i in spec.gpu_indices]
         devices = sandbox.gpu_device_nodes(minors, os.listdir(self.dev_dir))
         return sandbox.bwrap_args(
-            hostname=spec.name, workspace=self.workspace(spec.instance_id), etc_dir=etc_dir, mounts=mounts,
+            hostname=spec.name, workspace=self.workspace(spec.instance_id), etc_dir=etc_dir, env=env, mounts=mounts,
             devices=devices, system=sandbox.list_entries("/", sandbox.SYSTEM_DIRS),
             etc=sandbox.list_entries("/etc", sandbox.ETC_ALLOWED), identity=identity, dev_dir=self.dev_dir)
 
@@ -216,18 +216,26 @@ class ProcessRuntime:
                                   state_dir=state_dir)
         home = "/workspace" if use_bwrap else str(workspace)
         devices = use_bwrap and any(n.startswith("nvidia") for n in os.listdir(self.dev_dir))
-        path = SANDBOX_PATH if use_bwrap else os.environ.get("PATH", "/usr/bin:/bin")
+        path = sandbox.HOST_ENV["PATH"] if use_bwrap else os.environ.get("PATH", "/usr/bin:/bin")
         env = {"PATH": path, "HOME": home, "WORKSPACE": home,
                **spec.env, **gpu_env(spec.gpu_indices, isolated=devices)}
+        env_path = self.instance_dir(spec.instance_id) / "env"
+        if use_bwrap:  # the workload's env goes in by file; what runs privileged gets HOST_ENV only
+            env_path.unlink(missing_ok=True)
+            fd = os.open(env_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "w") as out:
+                out.write(sandbox.env_file(env))
+            os.chown(env_path, identity.uid, identity.gid)
+        launch_env = dict(sandbox.HOST_ENV) if use_bwrap else env
         output = open(self.instance_dir(spec.instance_id) / "output.log", "ab")  # noqa: SIM115
         procs = self._cgroups(spec)
         read_fd, write_fd = os.pipe()
         try:
             # bubblewrap writes the sandboxed command's pid to --info-fd: that is where SIGTERM goes
-            launch = ([*self._bwrap(spec, identity, etc_dir, mounts), "--info-fd", str(write_fd), "--",
-                       *identity.setpriv()] if use_bwrap else [])
+            launch = ([*self._bwrap(spec, identity, etc_dir, env_path, mounts), "--info-fd", str(write_fd), "--",
+                       *identity.setpriv(), *sandbox.ENV_LOADER] if use_bwrap else [])
             process = await asyncio.create_subprocess_exec(
-                *launch, *command, cwd=workspace, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=output,
+                *launch, *command, cwd=workspace, env=launch_env, stdin=asyncio.subprocess.DEVNULL, stdout=output,
                 stderr=output, start_new_session=True, pass_fds=(write_fd,) if use_bwrap else (),
                 preexec_fn=joiner(procs) if procs else None)
         except OSError as exc:
@@ -244,7 +252,7 @@ class ProcessRuntime:
         else:
             os.close(read_fd)
         prefix = [*join_command(procs), *sandbox.enter_args(main_pid, identity)] if use_bwrap else []
-        running = Running(leader_pid=process.pid, main_pid=main_pid, env=env, process=process, prefix=prefix,
+        running = Running(leader_pid=process.pid, main_pid=main_pid, env=launch_env, process=process, prefix=prefix,
                           internal_ports=[p["internal_port"] for p in spec.ports])
         self.running_[spec.instance_id] = running
         self._record(spec, running)

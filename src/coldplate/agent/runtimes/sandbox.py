@@ -8,12 +8,16 @@ name) and network namespaces (only a loopback: the agent's port forwards and SSH
 from inside that namespace, see `netns.py`). When the agent is root, bubblewrap sets the sandbox
 up as root and `setpriv` then drops to the project's own unprivileged uid with no capabilities and
 `no_new_privs`, so nothing inside can remount or signal outside; an agent that is not root runs
-bubblewrap in a user namespace as its own (unprivileged) uid.
+bubblewrap in a user namespace as its own (unprivileged) uid. The tenant's environment reaches only
+the workload: privileged launchers run with HOST_ENV, and ENV_LOADER reads the instance's env from
+ENV_FILE as the last step inside.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,12 @@ GENERATED_ETC = ("group", "hostname", "hosts", "passwd")  # written per instance
 GPU_CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 SETPRIV = "/usr/bin/setpriv"
 NSENTER = "nsenter"
+ENV_FILE = "/run/coldplate/env"  # the instance's environment, read inside after the privilege drop
+# The tenant's env never reaches a process that runs with privilege (bwrap, nsenter, setpriv): an
+# LD_PRELOAD naming a file in its workspace would run its code as root. It is loaded last, inside.
+ENV_LOADER = ["/bin/sh", "-c", f'. {ENV_FILE} && exec "$@"', "coldplate-env"]
+HOST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,11 @@ def etc_files(*, name: str, uid: int, gid: int) -> dict[str, str]:
     }
 
 
+def env_file(env: dict[str, str]) -> str:
+    """The instance's environment as a shell file for ENV_LOADER (names a shell cannot export are left out)."""
+    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in sorted(env.items()) if NAME.match(name))
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who the workload is on the host: a dedicated uid when the agent is root, else the agent itself."""
@@ -92,9 +107,9 @@ class Identity:
                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
 
 
-def bwrap_args(*, hostname: str, workspace: Path, etc_dir: Path, mounts: list[Mount], devices: list[str],
+def bwrap_args(*, hostname: str, workspace: Path, etc_dir: Path, env: Path, mounts: list[Mount], devices: list[str],
                system: list[Entry], etc: list[Entry], identity: Identity, dev_dir: Path = Path("/dev")) -> list[str]:
-    """The bubblewrap command line (up to and including `--`, and the privilege drop after it)."""
+    """The bubblewrap command line, up to (not including) `--`."""
     args = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try",
             "--hostname", hostname, "--as-pid-1"]
     if not identity.drop:
@@ -113,6 +128,7 @@ def bwrap_args(*, hostname: str, workspace: Path, etc_dir: Path, mounts: list[Mo
     for generated in GENERATED_ETC:
         args += ["--ro-bind", str(etc_dir / generated), f"/etc/{generated}"]
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/run",
+             "--perms", "0755", "--dir", os.path.dirname(ENV_FILE), "--ro-bind", str(env), ENV_FILE,
              "--bind", str(workspace), "/workspace", "--chdir", "/workspace", "--setenv", "HOME", "/workspace"]
     for device in devices:
         args += ["--dev-bind", str(dev_dir / device), f"/dev/{device}"]
@@ -125,4 +141,4 @@ def enter_args(pid: int, identity: Identity) -> list[str]:
     """A command in the namespaces of the running sandbox whose pid 1 has host pid `pid` (exec, SSH):
     the same files, processes, loopback and hostname as the workload, as the workload's uid."""
     user = [] if identity.drop else ["--user", "--preserve-credentials"]
-    return [NSENTER, "-t", str(pid), *user, "-m", "-u", "-i", "-n", "-p", "-r", "-w", *identity.setpriv()]
+    return [NSENTER, "-t", str(pid), *user, "-m", "-u", "-i", "-n", "-p", "-r", "-w", *identity.setpriv(), *ENV_LOADER]
