@@ -13,8 +13,10 @@ does), waits the grace period, then SIGKILLs the whole group. Port forwards are 
 127.0.0.1:<external> to the workload's own 127.0.0.1:<internal>, connected inside its network
 namespace; the `image` is not used. The request's volumes are directories
 `<data_dir>/volumes/<project>/<name>/` bound at their mount paths (read-only when asked).
-Workloads run on when the agent stops; `process.json` (0600: it holds env) lets the next agent
-adopt them (`recover`). `delete` ends the workload and keeps the instance's directory; `purge`
+The instance's env is the file `env` (0400, the workload's), read inside the sandbox after the
+privilege drop: bwrap, nsenter and setpriv, which run privileged, never see it (an LD_PRELOAD
+would run the tenant's code as root). Workloads run on when the agent stops; `process.json`
+(0600) lets the next agent adopt them (`recover`). `delete` ends the workload and keeps the instance's directory; `purge`
 removes it at the end of the retention period.
 """
 
