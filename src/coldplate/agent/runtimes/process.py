@@ -16,8 +16,8 @@ namespace; the `image` is not used. The request's volumes are directories
 The instance's env is the file `env` (0400, the workload's), read inside the sandbox after the
 privilege drop: bwrap, nsenter and setpriv, which run privileged, never see it (an LD_PRELOAD
 would run the tenant's code as root). Workloads run on when the agent stops; `process.json`
-(0600) lets the next agent adopt them (`recover`). `delete` ends the workload and keeps the instance's directory; `purge`
-removes it at the end of the retention period.
+(0600) lets the next agent adopt them (`recover`). `delete` ends the workload and keeps the
+instance's directory; `purge` removes it at the end of the retention period.
 """
 
 from __future__ import annotations
