@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from coldplate import Client
+from coldplate.agent.runtimes.cgroups import Cgroups
 from coldplate.client import Instance, InvalidStateError
 from tests.e2e.conftest import Cluster, _wait, free_port_block
 
@@ -44,6 +45,8 @@ def kill_adoptable_workloads(data_dir: Path) -> None:
     for record in data_dir.glob("instances/*/process.json"):
         with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
             os.killpg(json.loads(record.read_text())["leader_pid"], signal.SIGKILL)
+    for instance in data_dir.glob("instances/*"):  # and their cgroups, once empty
+        Cgroups().remove(instance.name, attempts=10)
 
 
 @pytest.fixture(params=["docker", "process"])
