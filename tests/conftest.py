@@ -136,7 +136,7 @@ def project_key(client: TestClient) -> str:
     return str(key["key"])
 
 
-TEST_IMAGE = "coldplate-test/busybox:1"
+TEST_IMAGE = "coldplate-test/busybox:2"  # 2: with /etc/passwd (sftp-server looks its user up)
 BUSYBOX_APPLETS = ("sh", "ls", "cat", "echo", "sleep", "httpd", "mkdir", "id", "wc", "trap", "kill", "true",
                    "env", "date", "hostname", "ps", "grep", "touch", "rm", "sed", "seq", "nc", "wget")
 
@@ -179,6 +179,10 @@ def busybox_image(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) 
             info = tarfile.TarInfo(folder)
             info.type, info.mode = tarfile.DIRTYPE, 0o1777
             tar.addfile(info)
+        for name, text in (("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"), ("etc/group", b"root:x:0:\n")):
+            entry = tarfile.TarInfo(name)
+            entry.size, entry.mode = len(text), 0o644
+            tar.addfile(entry, io.BytesIO(text))
     repository, tag = TEST_IMAGE.split(":")
     docker_client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
     try:

@@ -68,6 +68,13 @@ class Prices(FromAgent):
     disk_gb_per_hour: Money = Decimal(0)
 
 
+class Isolation(FromAgent):
+    """What keeps this host's instances apart (issue 9): shown on the hostnode and in offers."""
+
+    sandbox: Literal["bubblewrap", "docker", "none", "simulated"]
+    enforced_limits: list[Literal["vcpus", "memory_gb", "pids", "disk_gb"]] = Field(default_factory=list, max_length=4)
+
+
 class HostInfo(FromAgent):
     """What a host is: its agent builds it from its inventory (or a fleet file); the server's
     registration service takes it as it is."""
@@ -84,6 +91,7 @@ class HostInfo(FromAgent):
     address: Annotated[SafeStr, Field(min_length=1, max_length=200)] = "127.0.0.1"
     heartbeat_timeout_seconds: int = Field(default=30, ge=1, le=3600)
     uptime_pct: FiniteFloat = Field(default=100.0, ge=0, le=100)
+    isolation: Isolation | None = None
 
 
 class Registration(HostInfo):

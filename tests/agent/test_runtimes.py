@@ -20,6 +20,7 @@ from coldplate.agent.runtimes.base import Assignment, RuntimeFailure
 from coldplate.agent.runtimes.docker import DockerRuntime, container_name, project_volume_name, volume_name
 from coldplate.agent.runtimes.process import ProcessRuntime
 from tests.e2e.conftest import free_port_block
+from tests.e2e.test_runtimes_e2e import remove_project_networks
 
 
 class Harness:
@@ -55,6 +56,8 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         await h.runtime.purge(instance_id)
     for volume in h.cleanup:
         h.runtime.client.volumes.get(volume).remove(force=True)
+    if request.param == "docker":
+        remove_project_networks(h.runtime.client)
 
 
 async def wait_text(url: str) -> str:

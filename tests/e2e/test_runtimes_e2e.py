@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -11,21 +12,29 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import psutil
 import pytest
 
 from coldplate import Client
+from coldplate.agent.runtimes.cgroups import Cgroups
 from coldplate.client import Instance, InvalidStateError
 from tests.e2e.conftest import Cluster, _wait, agent_env, free_port_block
 
 
+def host_name(runtime: str, data_dir: Path) -> str:
+    """A name of its own: an agent removes the containers labelled with its host name that it is not
+    assigned, and test runs sharing one Docker engine must not remove each other's."""
+    return f"{runtime}-host-{hashlib.sha1(str(data_dir).encode()).hexdigest()[:8]}"
+
+
 def start_agent(server: Cluster, runtime: str, data_dir: Path, port_lo: int, log: IO[bytes]
                 ) -> subprocess.Popen[bytes]:
+    name = host_name(runtime, data_dir)
     return subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", server.url,
-                             "--runtime", runtime, "--name", f"{runtime}-host", "--region", "eu",
+                             "--runtime", runtime, "--name", name, "--region", "eu",
                              "--port-range", f"{port_lo}-{port_lo + 20}", "--fake-gpus", "h100-80gb:2",
                              "--gpu-price", "2.00", "--data-dir", str(data_dir), "--heartbeat-interval", "0.5"],
                             env=agent_env(server), stdout=log, stderr=subprocess.STDOUT)
@@ -36,6 +45,8 @@ def kill_adoptable_workloads(data_dir: Path) -> None:
     for record in data_dir.glob("instances/*/process.json"):
         with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
             os.killpg(json.loads(record.read_text())["leader_pid"], signal.SIGKILL)
+    for instance in data_dir.glob("instances/*"):  # and their cgroups, once empty
+        Cgroups().remove(instance.name, attempts=10)
 
 
 @pytest.fixture(params=["docker", "process"])
@@ -55,12 +66,22 @@ def real_agent(request: pytest.FixtureRequest, server: Cluster, tmp_path: Path) 
         proc.wait(timeout=15)
         log.close()
         kill_adoptable_workloads(tmp_path / "agent")
-        if docker_client is not None:
-            for container in docker_client.containers.list(all=True, filters={"label": "coldplate.instance"}):
+        if docker_client is not None:  # this host's containers; unused workspaces and project volumes
+            mine = f"coldplate.host={host_name(runtime, tmp_path / 'agent')}"
+            for container in docker_client.containers.list(all=True, filters={"label": mine}):
                 container.remove(force=True)
-            for label in ("coldplate.instance", "coldplate.project"):  # kept workspaces, project volumes
+            for label in ("coldplate.instance", "coldplate.project"):
                 for volume in docker_client.volumes.list(filters={"label": label}):
-                    volume.remove(force=True)
+                    with contextlib.suppress(Exception):  # in use by another test run's container
+                        volume.remove(force=True)
+            remove_project_networks(docker_client)
+
+
+def remove_project_networks(docker_client: Any) -> None:
+    """The per-project networks the docker runtime made (one still in use by a peer's test stays)."""
+    for network in docker_client.networks.list(filters={"label": "coldplate.network"}):
+        with contextlib.suppress(Exception):
+            network.remove()
 
 
 def get_text(url: str, timeout: float = 15) -> str:
@@ -268,7 +289,7 @@ def test_workloads_survive_an_agent_restart(real_agent: tuple[Cluster, str], tmp
     port = _forwarded(client.wait_instance(inst.id, status="ready", timeout=60), internal)
     assert get_text(f"http://127.0.0.1:{port}/i") == "survivor\n"
     hosts = httpx.get(f"{cluster.url}/v1/hostnodes", headers={"Authorization": f"Bearer {cluster.admin_key}"})
-    runtime = hosts.json()["data"][0]["name"].removesuffix("-host")
+    runtime = hosts.json()["data"][0]["name"].split("-host")[0]
     agent_pids = [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
                   if "--data-dir" in (p.info["cmdline"] or []) and str(tmp_path / "agent") in p.info["cmdline"]]
     assert len(agent_pids) == 1

@@ -5,6 +5,7 @@ has one); results from a machine with a GPU are recorded in docs/gpu-validation.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import time
 import uuid
@@ -33,13 +34,16 @@ while time.time() < end:
 VISIBLE = "import torch; p = torch.cuda.get_device_properties(0); print(torch.cuda.device_count(), p.uuid)"
 
 
-def needs_torch_cuda() -> None:
-    try:
-        import torch
-    except ImportError:
-        pytest.skip("the matrix product needs torch with CUDA")
-    if not torch.cuda.is_available():
-        pytest.skip("torch is installed without CUDA")
+def needs_torch_cuda() -> str:
+    """A Python with torch and CUDA that the process runtime's sandbox shows (it sees /usr and /opt,
+    not a virtual environment elsewhere); skips without one."""
+    candidates = [sys.executable] if sys.executable.startswith(("/usr/", "/opt/")) else []
+    for python in [*candidates, "/usr/bin/python3", "/usr/local/bin/python3"]:
+        probe = subprocess.run([python, "-c", "import torch; assert torch.cuda.is_available()"],
+                               capture_output=True, timeout=120, check=False) if Path(python).exists() else None
+        if probe is not None and probe.returncode == 0:
+            return python
+    pytest.skip("no Python with torch and CUDA under /usr or /opt, where the sandbox can run it")
 
 
 def spec(cmd: list[str], gpu_indices: list[int]) -> Assignment:
@@ -60,9 +64,9 @@ def test_nvml_inventory(tmp_path: Path) -> None:
 
 
 async def test_utilisation_while_a_matrix_product_runs_then_idle(tmp_path: Path) -> None:
-    needs_torch_cuda()
+    python = needs_torch_cuda()
     runtime = ProcessRuntime(data_dir=tmp_path)
-    s = spec([sys.executable, "-c", MATMUL, "30"], [0])
+    s = spec([python, "-c", MATMUL, "30"], [0])
     await runtime.start(s)
     try:
         busy = await poll(lambda u: u >= 50, timeout=30)
@@ -85,11 +89,11 @@ async def poll(done: Callable[[float], bool], *, timeout: float) -> float:
 
 
 async def test_cuda_visible_devices_isolates_the_allocated_gpu(tmp_path: Path) -> None:
-    needs_torch_cuda()
+    python = needs_torch_cuda()
     assert FOUND is not None
     index = FOUND.count - 1
-    runtime = ProcessRuntime(data_dir=tmp_path)
-    s = spec(["sh", "-c", f"{sys.executable} -c '{VISIBLE}' > seen.txt; sleep 60"], [index])
+    runtime = ProcessRuntime(data_dir=tmp_path, gpu_minors=inventory.nvml_minor_numbers())
+    s = spec(["sh", "-c", f"{python} -c '{VISIBLE}' > seen.txt; sleep 60"], [index])
     await runtime.start(s)
     try:
         path = runtime.workspace(s.instance_id) / "seen.txt"
@@ -101,3 +105,43 @@ async def test_cuda_visible_devices_isolates_the_allocated_gpu(tmp_path: Path) -
         await runtime.stop(s.instance_id, grace_seconds=0, force=True)
     assert count == "1"
     assert FOUND.uuids[index].removeprefix("GPU-") == seen_uuid.removeprefix("GPU-")
+
+
+async def seen_from_inside(tmp_path: Path, gpu_indices: list[int], script: str) -> str:
+    """What `script` prints inside a process-runtime instance given these GPUs."""
+    runtime = ProcessRuntime(data_dir=tmp_path, gpu_minors=inventory.nvml_minor_numbers())
+    s = spec(["sleep", "600"], gpu_indices)
+    await runtime.start(s)
+    try:
+        done = await runtime.exec(s.instance_id, ["sh", "-c", script], timeout=120)
+    finally:
+        await runtime.delete(s.instance_id)
+        await runtime.purge(s.instance_id)
+    assert done.exit_code == 0, done
+    return done.stdout
+
+
+async def test_an_instance_without_a_gpu_has_no_gpu_device(tmp_path: Path) -> None:
+    """Measured on an H100 host before issue 9: an instance given no GPU saw /dev/nvidia0,
+    nvidiactl, nvidia-uvm and nvidia-caps, and torch counted 1 device."""
+    listing = await seen_from_inside(tmp_path, [], "ls -1 /dev")
+    assert not [name for name in listing.split() if name.startswith("nvidia")], listing
+    python = needs_torch_cuda()
+    count = await seen_from_inside(
+        tmp_path, [], f"env -u CUDA_VISIBLE_DEVICES {python} -c 'import torch; print(torch.cuda.device_count())'")
+    assert count.strip() == "0"
+
+
+async def test_an_instance_given_gpu_k_sees_only_gpu_k(tmp_path: Path) -> None:
+    assert FOUND is not None
+    index = FOUND.count - 1
+    minors = inventory.nvml_minor_numbers()
+    assert minors is not None
+    listing = (await seen_from_inside(tmp_path, [index], "ls -1 /dev")).split()
+    gpus = sorted(name for name in listing if name.removeprefix("nvidia").isdigit())
+    assert gpus == [f"nvidia{minors[index]}"]
+    assert "nvidiactl" in listing and "nvidia-uvm" in listing
+    python = needs_torch_cuda()
+    seen = await seen_from_inside(tmp_path, [index], f"env -u CUDA_VISIBLE_DEVICES {python} -c '{VISIBLE}'")
+    count, seen_uuid = seen.split()
+    assert count == "1" and FOUND.uuids[index].removeprefix("GPU-") == seen_uuid.removeprefix("GPU-")

@@ -57,7 +57,9 @@ class Agent:
         self._assigned: dict[str, Assignment] | None = None  # as of the last poll; None before the first
 
     def registration(self) -> protocol.Registration:
-        return protocol.Registration.model_validate({**self.spec.model_dump(), "join_token": self.join_token})
+        isolation = {"sandbox": self.runtime.sandbox, "enforced_limits": self.runtime.enforced_limits()}
+        return protocol.Registration.model_validate({**self.spec.model_dump(), "join_token": self.join_token,
+                                                     "isolation": isolation})
 
     async def register(self) -> None:
         """Registers with the agent token this host already holds (a registered name needs it) and
@@ -309,21 +311,23 @@ class Agent:
             await self._report(spec.instance_id, "starting")
         self._starting.add(spec.instance_id)
         try:
+            if self.ssh is not None:  # bound first: `ready` never points users at somebody else's program
+                await self.ssh.open(spec.instance_id, spec.ssh_port, spec.ssh_keys)
             await self.runtime.start(spec)
-        except RuntimeFailure as exc:
+        except RuntimeFailure as exc:  # the SSH port taken (SshPortTaken) is one
+            await self._close_ssh(spec.instance_id)
             reason = protocol.fit_text(str(exc), 1000, keep_end=False)
             await self._report(spec.instance_id, "failed", failure_reason=reason)
             return
         finally:
             self._starting.discard(spec.instance_id)
-        await self._open_ssh(spec)
         await self._report(spec.instance_id, "ready")
 
     async def _open_ssh(self, spec: Assignment) -> None:
         if self.ssh is not None:
             try:
                 await self.ssh.open(spec.instance_id, spec.ssh_port, spec.ssh_keys)
-            except OSError as exc:  # the port is taken: the instance runs, without SSH
+            except RuntimeFailure as exc:  # after a restart, the port was taken meanwhile: it runs, without SSH
                 log.warning("ssh endpoint failed", extra={"instance_id": spec.instance_id, "error": repr(exc)})
 
     async def _close_ssh(self, instance_id: str) -> None:

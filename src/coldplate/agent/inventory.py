@@ -52,6 +52,21 @@ def nvml_gpus() -> GpuInventory | None:
         pynvml.nvmlShutdown()
 
 
+def nvml_minor_numbers() -> list[int] | None:
+    """Each GPU's device minor number (its /dev/nvidia<N>), by NVML index; None without NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no library, no driver: no device nodes to choose from
+        return None
+    try:
+        return [int(pynvml.nvmlDeviceGetMinorNumber(pynvml.nvmlDeviceGetHandleByIndex(i)))
+                for i in range(pynvml.nvmlDeviceGetCount())]
+    finally:
+        pynvml.nvmlShutdown()
+
+
 def parse_fake_gpus(text: str) -> GpuInventory:
     """`h100-80gb:8` → 8 simulated H100s."""
     model, sep, count = text.partition(":")

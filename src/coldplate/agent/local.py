@@ -44,16 +44,17 @@ def docker_answers() -> bool:
         return False
 
 
-def make_runtime(kind: str, spec: protocol.HostInfo, *, data_dir: Path) -> Runtime:
+def make_runtime(kind: str, spec: protocol.HostInfo, *, data_dir: Path, unsandboxed: bool = False) -> Runtime:
+    real = spec.gpu.count > 0 and not spec.gpu.simulated
     if kind == "docker":
         from coldplate.agent.runtimes.docker import DockerRuntime
 
-        real = spec.gpu.count > 0 and not spec.gpu.simulated
-        return DockerRuntime(real_gpus=real, max_cpus=spec.vcpus, host=spec.name)
+        return DockerRuntime(real_gpus=real, max_cpus=spec.vcpus, host=spec.name, gpu_uuids=list(spec.gpu.uuids))
     if kind == "process":
         from coldplate.agent.runtimes.process import ProcessRuntime
 
-        return ProcessRuntime(data_dir=data_dir)
+        return ProcessRuntime(data_dir=data_dir, unsandboxed=unsandboxed,
+                              gpu_minors=inventory.nvml_minor_numbers() if real else None)
     if kind == "sim":
         from coldplate.agent.runtimes.sim import SimRuntime
 

@@ -67,6 +67,7 @@ def offers(request: Request, _: Principal = Depends(reader), gpu: SafeStr = Quer
             "price_per_hour": pricing.format_micros(o.price_micros), "spot": spot,
             "vcpus_free": o.host.vcpus - o.host.vcpus_used, "memory_gb_free": o.host.memory_gb - o.host.memory_gb_used,
             "disk_gb_free": o.host.disk_gb - o.host.disk_gb_used, "uptime_pct": o.host.uptime_pct,
+            "sandbox": o.host.sandbox,
         } for o in found_offers]
     return {"data": data}
 

@@ -304,5 +304,6 @@ def hostnode_view(host: Hostnode) -> dict[str, Any]:
         "disk_gb": host.disk_gb, "disk_gb_free": host.disk_gb - host.disk_gb_used,
         "port_range": [host.port_lo, host.port_hi], "ports_free": ports_total - len(host.ports_used),
         "prices": host_prices(host), "uptime_pct": host.uptime_pct,
+        "sandbox": host.sandbox, "enforced_limits": host.enforced_limits,
         "last_heartbeat_at": isoformat(host.last_heartbeat_at), "created_at": isoformat(host.created_at),
     }

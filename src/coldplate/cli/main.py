@@ -82,6 +82,8 @@ def agent(
     data_dir: Path = typer.Option(None, help="Where this agent keeps instance data (~/.coldplate)."),
     heartbeat_interval: float = typer.Option(5.0, help="Seconds between heartbeats (each carries metrics)."),
     workspace_retention_days: float = typer.Option(7.0, min=0, help="Days a terminated instance's disk is kept."),
+    unsandboxed: bool = typer.Option(False, help="process: run workloads without bubblewrap where it is missing "
+                                     "(no isolation between tenants; the hostnode shows sandbox: none)."),
 ) -> None:
     """Run a host agent for this machine, or with --runtime sim a fleet of simulated hosts."""
     from coldplate.agent import credentials
@@ -135,7 +137,8 @@ def agent(
         raise typer.BadParameter(str(exc), param_hint="--fake-gpus") from exc
     need_join_token([spec.name])
     asyncio.run(until_signalled(run_local_agent(server_url=server_url, join_token=join_token, spec=spec,
-                                                runtime=make_runtime(runtime, spec, data_dir=_data_dir(data_dir)),
+                                                runtime=make_runtime(runtime, spec, data_dir=_data_dir(data_dir),
+                                                                     unsandboxed=unsandboxed),
                                                 stop=stop, data_dir=_data_dir(data_dir),
                                                 heartbeat_interval=heartbeat_interval,
                                                 retention_days=workspace_retention_days)))

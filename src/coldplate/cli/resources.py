@@ -168,7 +168,7 @@ def offers(gpu: str = typer.Option(...), gpu_count: int = typer.Option(1), regio
         show(client.offers(gpu=gpu, gpu_count=gpu_count, region=region, spot=spot), as_json, [
             ("hostnode", lambda o: o.hostnode_name), ("region", lambda o: o.region),
             ("city", lambda o: o.location.get("city")), ("gpu", lambda o: f"{o.gpu.count}x {o.gpu.type}"),
-            ("free", lambda o: o.gpus_free), ("$/h", lambda o: o.price_per_hour)])
+            ("free", lambda o: o.gpus_free), ("$/h", lambda o: o.price_per_hour), ("sandbox", lambda o: o.sandbox)])
 
 
 def gpu_types(as_json: bool = JSON) -> None:
@@ -184,7 +184,8 @@ def gpu_types(as_json: bool = JSON) -> None:
 HOST_COLUMNS: list[tuple[str, Any]] = [
     ("id", lambda h: h.id), ("name", lambda h: h.name), ("region", lambda h: h.region),
     ("status", lambda h: h.status), ("gpu", lambda h: f"{h.gpu.count}x {h.gpu.type}"),
-    ("free", lambda h: h.gpus_free), ("$/gpu/h", lambda h: h.prices.get("gpu_per_hour"))]
+    ("free", lambda h: h.gpus_free), ("$/gpu/h", lambda h: h.prices.get("gpu_per_hour")),
+    ("sandbox", lambda h: h.sandbox)]
 
 
 @hostnodes_app.command("list")

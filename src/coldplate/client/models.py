@@ -75,6 +75,8 @@ class Hostnode(Model):
     gpus_free: int
     prices: dict[str, str]
     location: dict[str, str] = {}
+    sandbox: str | None = None  # bubblewrap, docker, none (no isolation), simulated
+    enforced_limits: list[str] = []
 
 
 class Availability(Model):
@@ -107,6 +109,7 @@ class Offer(Model):
     gpus_free: int
     price_per_hour: str
     location: dict[str, str] = {}
+    sandbox: str | None = None
 
 
 class Project(Model):

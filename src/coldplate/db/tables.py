@@ -96,6 +96,10 @@ class Hostnode(Base):
     generation: Mapped[int] = mapped_column(default=0)
     # Bumped whenever what the agent should do changes (long-poll wake-up).
     assignment_version: Mapped[int] = mapped_column(default=0)
+    # What isolates its instances (bubblewrap, docker, none, simulated; None: not reported) and
+    # which per-instance limits it enforces (vcpus, memory_gb, pids, disk_gb).
+    sandbox: Mapped[str | None] = mapped_column(String(20))
+    enforced_limits: Mapped[list[Any]] = mapped_column(default=list)
 
     __table_args__ = (
         Index("ix_hostnodes_placement", "gpu_type", "status", "gpu_price_micros", "gpus_free"),

@@ -46,6 +46,9 @@ def _apply_spec(host: Hostnode, spec: HostInfo, gpu_slug: str, region: str) -> N
         setattr(host, column, pricing.to_micros(getattr(spec.prices, field)))
     host.heartbeat_timeout_s = spec.heartbeat_timeout_seconds
     host.uptime_pct = spec.uptime_pct
+    isolation = spec.isolation
+    host.sandbox = None if isolation is None else isolation.sandbox
+    host.enforced_limits = [] if isolation is None else sorted(set(isolation.enforced_limits))
     host.gpus_free = host.gpu_count - len(host.gpus_used)
 
 

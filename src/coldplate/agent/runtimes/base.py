@@ -35,8 +35,10 @@ def exit_message(code: int | None) -> str | None:
     return f"exited with code {code}"
 
 
-def gpu_env(indices: list[int]) -> dict[str, str]:
-    visible = ",".join(str(i) for i in indices)
+def gpu_env(indices: list[int], *, isolated: bool = False) -> dict[str, str]:
+    """What CUDA is told. `isolated`: the instance holds only its own GPUs' device nodes, which
+    CUDA numbers from 0 (as in a container with the NVIDIA runtime); else the host's indices."""
+    visible = ",".join(str(i) for i in (range(len(indices)) if isolated else indices))
     return {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible or "void"}
 
 
@@ -65,6 +67,13 @@ class RuntimeFailure(Exception):
 
 
 class Runtime(Protocol):
+    @property
+    def sandbox(self) -> str:
+        """What isolates the workloads: bubblewrap, docker, none (asked for), simulated."""
+
+    def enforced_limits(self) -> list[str]:
+        """Which of an instance's limits (vcpus, memory_gb, pids, disk_gb) this host holds it to."""
+
     async def start(self, spec: Assignment) -> None:
         """Create (first time) or start again, and return once the workload runs."""
 
@@ -94,6 +103,11 @@ class Runtime(Protocol):
 
     def shell(self, instance_id: str, command: str | None, *, tty: bool) -> Shell | None:
         """How to run `command` (None: a login shell) inside the instance from the host, for SSH."""
+
+    async def connect(self, instance_id: str, host: str, port: int
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection to host:port as the instance itself would make it (SSH forwards):
+        from inside its network, never from the host's. OSError where it cannot be made."""
 
 
 def exited_during_start(what: str, code: int | None, output: str) -> RuntimeFailure:

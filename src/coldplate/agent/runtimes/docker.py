@@ -2,8 +2,13 @@
 
 Each instance is the container `cp-<id>` with a named volume `cp-<id>-workspace` at
 `/workspace` that survives stop/start, its ports published on 127.0.0.1 at their allocated
-external ports, its GPUs requested by index, and the request's volumes as project volumes
-`cp-<project>-vol-<name>` (created on first use, kept after the instance) at their mount paths.
+external ports, its GPUs requested by UUID (the NVIDIA runtime or CDI gives it those device nodes
+and no others), and the request's volumes as project volumes `cp-<project>-vol-<name>` (created on
+first use, kept after the instance) at their mount paths. Isolation: never privileged,
+`no-new-privileges`, Docker's default capabilities minus NET_RAW, a PID limit, its vCPU and
+memory limits, and the bridge network `cp-net-<project>` of its project, so another tenant's
+containers cannot reach its unpublished ports. SSH forwards connect from inside its network
+namespace (`netns.py`).
 `delete` removes the container; `purge` removes the workspace volume at the end of the retention
 period. The SDK is blocking, so every call runs in a thread.
 """
@@ -15,14 +20,16 @@ import contextlib
 import logging
 import os
 import shutil
+import subprocess
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
-from docker.types import DeviceRequest
+from docker.types import DeviceRequest, Mount
 
 from coldplate.agent import cloud_init
+from coldplate.agent.runtimes import netns
 from coldplate.agent.runtimes.base import (
     STATE_DIR,
     Assignment,
@@ -43,6 +50,10 @@ LABEL = "coldplate.instance"
 HOST_LABEL = "coldplate.host"
 PROJECT_LABEL = "coldplate.project"
 VOLUME_LABEL = "coldplate.volume"
+NETWORK_LABEL = "coldplate.network"
+PIDS_LIMIT = 4096
+NO_GPU_RUNTIME = ("this host's Docker engine cannot give GPUs to containers (no NVIDIA container runtime or "
+                  "CDI): {detail}")
 
 
 def container_name(instance_id: str) -> str:
@@ -57,11 +68,40 @@ def project_volume_name(project_id: str, name: str) -> str:
     return f"cp-{project_id}-vol-{name}"
 
 
+def sftp_mounts(server: str = "/usr/lib/openssh/sftp-server") -> list[Mount]:
+    """The host's OpenSSH sftp-server, its libraries and loader, read-only at /.coldplate/sftp, so
+    `sftp` and `scp` work in any image (the SSH gateway runs it inside the container)."""
+    if not os.path.exists(server):
+        return []
+    try:
+        listing = subprocess.run(["ldd", server], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    mounts = [Mount("/.coldplate/sftp/sftp-server", os.path.realpath(server), type="bind", read_only=True)]
+    for line in listing.splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) >= 3 and parts[2].startswith("/"):
+            mounts.append(Mount(f"/.coldplate/sftp/lib/{parts[0]}", os.path.realpath(parts[2]), type="bind",
+                                read_only=True))
+        elif parts and parts[0].startswith("/"):  # the dynamic loader
+            mounts.append(Mount("/.coldplate/sftp/ld.so", os.path.realpath(parts[0]), type="bind", read_only=True))
+    return mounts
+
+
+def network_name(spec: Assignment) -> str:
+    """One bridge network per project: its instances reach each other, and no one else's."""
+    return f"cp-net-{spec.project_id or spec.instance_id}"
+
+
 class DockerRuntime:
+    sandbox = "docker"
+
     def __init__(self, *, client: Any | None = None, real_gpus: bool = False, max_cpus: int | None = None,
-                 host: str = "") -> None:
+                 host: str = "", gpu_uuids: list[str] | None = None) -> None:
         self.client = client or docker.from_env()
         self.real_gpus = real_gpus  # with simulated inventory, no device request is made
+        self.gpu_uuids = gpu_uuids or []  # by NVML index; a device request names the GPUs by UUID
+        self.sftp = sftp_mounts()
         self.max_cpus = max_cpus or os.cpu_count() or 1
         # The containers of this hostnode: another agent on the same engine has its own, and this
         # agent stops every container of its host that the server no longer assigns to it.
@@ -93,8 +133,15 @@ class DockerRuntime:
         try:
             container.start()
         except APIError as exc:
-            raise RuntimeFailure(f"the container could not start: {exc.explanation or exc}") from exc
+            raise self._failure("the container could not start", exc, gpus=bool(spec.gpu_indices)) from exc
         return container
+
+    def _failure(self, what: str, exc: APIError, *, gpus: bool) -> RuntimeFailure:
+        """The engine's refusal as the user reads it; a GPU request to an engine without GPU support says so."""
+        detail = str(exc.explanation or exc)
+        if gpus and self.real_gpus and "device driver" in detail:
+            return RuntimeFailure(NO_GPU_RUNTIME.format(detail=detail))
+        return RuntimeFailure(f"{what}: {detail}")
 
     @staticmethod
     def _exited(container: Any) -> RuntimeFailure | None:
@@ -150,21 +197,38 @@ class DockerRuntime:
             command, entrypoint = None, cloud_init.wrap(spec.cloud_init, self._argv(spec), state_dir=STATE_DIR)
         devices = []
         if self.real_gpus and spec.gpu_indices:
-            devices = [DeviceRequest(device_ids=[str(i) for i in spec.gpu_indices], capabilities=[["gpu"]])]
+            ids = [self.gpu_uuids[i] if i < len(self.gpu_uuids) else str(i) for i in spec.gpu_indices]
+            devices = [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
         try:
             return self.client.containers.create(
                 spec.image, command=command, entrypoint=entrypoint, name=container_name(spec.instance_id),
-                environment={**spec.env, **gpu_env(spec.gpu_indices)}, labels={LABEL: spec.instance_id, **self.labels},
+                environment={**spec.env, **gpu_env(spec.gpu_indices, isolated=bool(devices))},
+                labels={LABEL: spec.instance_id, **self.labels},
                 hostname=spec.name, detach=True, working_dir="/workspace",
                 ports={f"{p.internal_port}/tcp": ("127.0.0.1", p.external_port) for p in spec.ports},
-                volumes=self._volumes(spec),
+                volumes=self._volumes(spec), mounts=self.sftp, network=self._network(spec),
                 nano_cpus=int(min(spec.vcpus, self.max_cpus) * 1e9), mem_limit=f"{spec.memory_gb}g",
-                device_requests=devices,
+                device_requests=devices, privileged=False, security_opt=["no-new-privileges"],
+                cap_drop=["NET_RAW"], pids_limit=PIDS_LIMIT,
             )
         except ImageNotFound as exc:
             raise RuntimeFailure(f"the image {spec.image!r} was not found") from exc
         except APIError as exc:
-            raise RuntimeFailure(f"the container could not be created: {exc.explanation or exc}") from exc
+            raise self._failure("the container could not be created", exc, gpus=bool(devices)) from exc
+
+    def _network(self, spec: Assignment) -> str:
+        name = network_name(spec)
+        try:
+            self.client.networks.get(name)
+        except NotFound:
+            try:
+                self.client.networks.create(name, driver="bridge", check_duplicate=True,
+                                            labels={NETWORK_LABEL: spec.project_id})
+            except APIError as exc:  # another start of the same project made it meanwhile
+                if exc.status_code != 409:
+                    raise RuntimeFailure(f"the project's network could not be made: {exc.explanation or exc}") \
+                        from exc
+        return name
 
     async def stop(self, instance_id: str, *, grace_seconds: float, force: bool) -> ExitInfo:
         return await asyncio.to_thread(self._stop, instance_id, grace_seconds, force)
@@ -189,8 +253,21 @@ class DockerRuntime:
 
     def _delete(self, instance_id: str) -> None:
         try:
-            self.client.containers.get(container_name(instance_id)).remove(force=True)
+            container = self.client.containers.get(container_name(instance_id))
         except NotFound:
+            return
+        networks = [n for n in (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+                    if n.startswith("cp-net-")]
+        container.remove(force=True)
+        for name in networks:  # the project's last container gone: its network goes too (the engine's
+            self._remove_network_if_unused(name)  # address pools hold only a few dozen bridges)
+
+    def _remove_network_if_unused(self, name: str) -> None:
+        try:
+            network = self.client.networks.get(name)
+            if not network.attrs.get("Containers"):
+                network.remove()
+        except (NotFound, APIError):  # gone already, or a start of the same project took it meanwhile
             pass
 
     async def purge(self, instance_id: str) -> None:
@@ -270,6 +347,24 @@ class DockerRuntime:
         flags = ["-i", "-t", "-e", "TERM=xterm-256color"] if tty else ["-i"]
         inner = ["sh", "-c", command] if command else ["sh", "-l"]
         return Shell([docker_cli, "exec", *flags, container_name(instance_id), *inner])
+
+    async def connect(self, instance_id: str, host: str, port: int
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        pid = await asyncio.to_thread(self._pid, instance_id)
+        return await netns.open_connection_in(pid, host, port)
+
+    def enforced_limits(self) -> list[str]:
+        return ["memory_gb", "pids", "vcpus"]  # disk: measured (quotas need overlay2 on xfs with pquota)
+
+    def _pid(self, instance_id: str) -> int:
+        try:
+            container = self.client.containers.get(container_name(instance_id))
+        except NotFound as exc:
+            raise OSError("the instance is not running") from exc
+        pid = int(container.attrs["State"].get("Pid") or 0)
+        if container.status != "running" or pid <= 0:
+            raise OSError("the instance is not running")
+        return pid
 
     async def running(self) -> set[str]:
         return await asyncio.to_thread(self._running)

@@ -10,6 +10,11 @@ from coldplate.agent.runtimes.base import Assignment, ExecResult, ExitInfo, LogC
 
 
 class SimRuntime:
+    sandbox = "simulated"
+
+    def enforced_limits(self) -> list[str]:
+        return []  # nothing runs
+
     def __init__(self, *, start_delay_s: float = 0.0, failure_rate: float = 0.0,
                  rng: random.Random | None = None) -> None:
         self.start_delay_s = start_delay_s
@@ -66,3 +71,7 @@ class SimRuntime:
 
     def shell(self, instance_id: str, command: str | None, *, tty: bool) -> Shell | None:
         return None  # simulated instances have nothing to log into
+
+    async def connect(self, instance_id: str, host: str, port: int
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        raise OSError("a simulated instance has no network")
