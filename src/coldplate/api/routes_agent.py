@@ -78,18 +78,23 @@ async def assignments(request: Request, host: Hostnode = Depends(agent_host),
                           for t in agent_tasks.pending(session, host=current)],
             }
 
-    waiter = app.signals.subscribe(host.id)
+    signals = app.signals
+    waiter = signals.subscribe(host.id)
     try:
         deadline = time.monotonic() + wait
         while True:
-            waiter.clear()
-            version, work = await run_in_threadpool(read)
+            waiter.clear()  # before the check, so a commit after it still wakes us
             left = deadline - time.monotonic()
-            if version > since or left <= 0 or app.signals.closing:
-                return {"version": version, **work}
-            await app.signals.wait(waiter, left)
+            known = signals.known_version(host.id)
+            if known is None or known > since or left <= 0 or signals.closing:
+                stamp = signals.stamp()
+                version, work = await run_in_threadpool(read)
+                signals.remember(host.id, version, stamp)
+                if version > since or left <= 0 or signals.closing:
+                    return {"version": version, **work}
+            await signals.wait(waiter, left)
     finally:
-        app.signals.unsubscribe(host.id, waiter)
+        signals.unsubscribe(host.id, waiter)
 
 
 @router.post("/instances/{instance_id}/transition")
