@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from coldplate.agent.daemon import Agent, HostSpec
-from coldplate.agent.fleet import DEMO_FLEET, FleetError, load_fleet
+from coldplate.agent.fleet import FleetError, load_fleet
 from coldplate.agent.retention import WorkspaceRetention
 from coldplate.agent.runtimes.base import Assignment
 from coldplate.agent.runtimes.sim import SimRuntime
@@ -132,17 +132,6 @@ async def test_sim_runtime_exit_codes() -> None:
     assert (await runtime.stop("inst_1", grace_seconds=1, force=True)).exit_message == "killed by signal 9 (SIGKILL)"
     await runtime.start(spec)
     assert (await runtime.stop("inst_1", grace_seconds=1, force=False)).exit_code == 0
-
-
-def test_demo_fleet_loads_with_distinct_ports() -> None:
-    specs = load_fleet(DEMO_FLEET)
-    assert len(specs) == 12 and {s.region for s in specs} == {"na", "eu", "apac"}
-    ranges = sorted(s.port_range for s in specs)
-    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
-    many = load_fleet(DEMO_FLEET, hosts=30)
-    assert len(many) == 30 and len({s.name for s in many}) == 30
-    ranges = sorted(s.port_range for s in many)
-    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
 
 
 def test_bad_fleet_file(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,20 @@ from coldplate.agent.ssh import SshGateway
 
 log = logging.getLogger(__name__)
 REPORT_ATTEMPTS = 5
+DEFAULT_HEARTBEAT_S = 5.0  # until the server's first answer names its interval
+MAX_RETRY_S = 5.0  # the longest wait between retries of a failing call (it doubles from retry_delay)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Why a call failed, in words a log line can carry (an HTTP error's status and detail)."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        request, response = exc.request, exc.response
+        try:
+            body = response.text[:500]
+        except (httpx.ResponseNotRead, UnicodeDecodeError):
+            body = ""
+        return f"{request.method} {request.url.path} answered {response.status_code}: {body}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -41,7 +56,7 @@ class HostSpec:
     gpu_uuids: list[str] = field(default_factory=list)
     gpu_driver_version: str | None = None
     gpu_simulated: bool = False
-    heartbeat_timeout_s: int = 30
+    heartbeat_timeout_s: int | None = None  # None: the server's own (derived from its heartbeat interval)
     start_delay_s: float = 0.0
     failure_rate: float = 0.0
 
@@ -54,13 +69,13 @@ class HostSpec:
                     "simulated": self.gpu_simulated},
             "vcpus": self.vcpus, "memory_gb": self.memory_gb, "disk_gb": self.disk_gb,
             "port_range": list(self.port_range), "prices": self.prices, "address": self.address,
-            "heartbeat_timeout_seconds": self.heartbeat_timeout_s,
+            **({} if self.heartbeat_timeout_s is None else {"heartbeat_timeout_seconds": self.heartbeat_timeout_s}),
         }
 
 
 class Agent:
     def __init__(self, *, server_url: str, join_token: str, spec: HostSpec, runtime: Runtime,
-                 client: httpx.AsyncClient | None = None, heartbeat_interval: float = 5.0,
+                 client: httpx.AsyncClient | None = None, heartbeat_interval: float | None = None,
                  poll_wait: float = 25.0, retry_delay: float = 0.5,
                  gpu_usage: Callable[[list[int]], dict[str, float]] | None = None,
                  ssh: SshGateway | None = None, retention: WorkspaceRetention | None = None) -> None:
@@ -69,7 +84,9 @@ class Agent:
         self.spec = spec
         self.runtime = runtime
         self.client = client or httpx.AsyncClient(timeout=poll_wait + 10)
-        self.heartbeat_interval = heartbeat_interval
+        # None: as the server says in its answers to registration and heartbeats
+        self.fixed_heartbeat = heartbeat_interval is not None
+        self.heartbeat_interval = heartbeat_interval if heartbeat_interval is not None else DEFAULT_HEARTBEAT_S
         self.poll_wait = poll_wait
         self.retry_delay = retry_delay
         self.hostnode_id: str | None = None
@@ -90,7 +107,13 @@ class Agent:
         response.raise_for_status()
         data = response.json()
         self.hostnode_id, self.token = data["hostnode_id"], data["agent_token"]
+        self._adopt_interval(data)
         log.info("registered", extra={"hostnode_id": self.hostnode_id, "host": self.spec.name})
+
+    def _adopt_interval(self, answer: dict[str, Any]) -> None:
+        interval = answer.get("heartbeat_interval_seconds")
+        if not self.fixed_heartbeat and isinstance(interval, int | float) and interval > 0:
+            self.heartbeat_interval = float(interval)
 
     async def _ensure_registered(self, stale: str | None) -> str:
         """One registration at a time: the heartbeat and poll loops share the token, and each
@@ -114,8 +137,8 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.runtime.recover()
-        tasks = [asyncio.create_task(self._forever(self._heartbeat_once, stop, self.heartbeat_interval)),
-                 asyncio.create_task(self._forever(self._poll_once, stop, 0.0))]
+        tasks = [asyncio.create_task(self._forever(self._heartbeat_once, stop, heartbeat=True)),
+                 asyncio.create_task(self._forever(self._poll_once, stop, heartbeat=False))]
         await stop.wait()
         for task in [*tasks, *self._busy.values()]:
             task.cancel()
@@ -123,21 +146,28 @@ class Agent:
         if self.ssh is not None:
             await self.ssh.close_all()
 
-    async def _forever(self, once: Any, stop: asyncio.Event, interval: float) -> None:
+    async def _forever(self, once: Any, stop: asyncio.Event, *, heartbeat: bool) -> None:
+        """Call `once` until stopped: heartbeats every interval (less a random tenth, so a fleet's
+        beats spread out), polls back to back; failures are retried with a doubling delay."""
+        failures = 0
         while not stop.is_set():
             try:
                 await once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # network trouble or a server restart: retry, never die
-                log.warning("agent call failed; retrying", extra={"host": self.spec.name, "error": repr(exc)})
-                await asyncio.sleep(self.retry_delay)
+                log.warning("agent call failed; retrying: %s", describe_failure(exc),
+                            extra={"host": self.spec.name, "error": repr(exc)})
+                failures += 1
+                delay = min(self.retry_delay * 2 ** (failures - 1), MAX_RETRY_S)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 continue
-            if not interval:  # let instance tasks run even if the server answers at once
+            failures = 0
+            if not heartbeat:  # let instance tasks run even if the server answers at once
                 await asyncio.sleep(0)
                 continue
             try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(stop.wait(), timeout=self.heartbeat_interval * random.uniform(0.9, 1.0))
             except TimeoutError:
                 pass
 
@@ -150,6 +180,7 @@ class Agent:
             "metrics": [sample for i in sorted(running) if (sample := await self._sample(i))],
         })
         response.raise_for_status()
+        self._adopt_interval(response.json())
         await self._purge_due()
 
     async def _purge_due(self) -> None:

@@ -1,8 +1,15 @@
-"""Fleets of simulated hosts: a YAML file of host groups, expanded and run in one process."""
+"""Fleets of simulated hosts: a YAML file of host groups, expanded and run in one process.
+
+Simulated hosts are separate machines: every host of a group has the same port range (they may
+overlap, as real hosts' do), so a fleet of any size fits in the 16-bit port space. A large fleet
+can be split over processes with `shard` (host i goes to shard i mod n). Per host the process
+keeps an Agent and a SimRuntime (a few dicts); the random source is shared."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +37,7 @@ def _group_specs(group: dict[str, Any], index: int) -> list[HostSpec]:
                 country=str(group.get("country", "")), gpu_model=str(group["gpu"]),
                 gpu_count=int(group["gpu_count"]), vcpus=int(group["vcpus"]), memory_gb=int(group["memory_gb"]),
                 disk_gb=int(group["disk_gb"]),
-                port_range=(port_base + i * PORTS_PER_HOST, port_base + (i + 1) * PORTS_PER_HOST - 1),
+                port_range=(port_base, port_base + PORTS_PER_HOST - 1),
                 prices={"gpu_per_hour": str(group["gpu_price"]), "spot_gpu_per_hour": str(group["spot_price"])},
                 start_delay_s=float(group.get("start_delay_s", 0)), failure_rate=float(group.get("failure_rate", 0)),
             )
@@ -54,23 +61,34 @@ def load_fleet(path: Path, hosts: int | None = None) -> list[HostSpec]:
     for n in range(hosts):
         base = specs[n % len(specs)]
         lap = n // len(specs)
-        if lap == 0:
-            out.append(base)
-            continue
-        shift = lap * len(specs) * PORTS_PER_HOST
-        out.append(HostSpec(**{**base.__dict__, "name": f"{base.name}-r{lap}",
-                               "port_range": (base.port_range[0] + shift, base.port_range[1] + shift)}))
+        out.append(base if lap == 0 else dataclasses.replace(base, name=f"{base.name}-r{lap}"))
     return out
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """`i/n` (0 <= i < n) → (i, n)."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 0 <= int(index) < int(count):
+        raise FleetError(f"shard must be i/n with 0 <= i < n, got {text!r}")
+    return int(index), int(count)
+
+
+def shard(specs: list[HostSpec], index: int, count: int) -> list[HostSpec]:
+    """The hosts shard `index` of `count` runs: every count-th, so each shard gets a mix of groups."""
+    return specs[index::count]
+
+
 async def run_sim_fleet(*, server_url: str, join_token: str, specs: list[HostSpec], stop: asyncio.Event,
-                        heartbeat_interval: float = 5.0, poll_wait: float = 25.0) -> None:
-    """One agent per host, each with its own SimRuntime, all over one shared HTTP client."""
+                        heartbeat_interval: float | None = None, poll_wait: float = 55.0) -> None:
+    """One agent per host, each with its own SimRuntime, all over one shared HTTP client.
+
+    `heartbeat_interval` None: as the server says (its answer to registration and heartbeats)."""
     limits = httpx.Limits(max_connections=2 * len(specs) + 10, max_keepalive_connections=2 * len(specs) + 10)
+    rng = random.Random()
     async with httpx.AsyncClient(timeout=poll_wait + 10, limits=limits) as client:
         agents = [
             Agent(server_url=server_url, join_token=join_token, spec=spec, client=client,
-                  runtime=SimRuntime(start_delay_s=spec.start_delay_s, failure_rate=spec.failure_rate),
+                  runtime=SimRuntime(start_delay_s=spec.start_delay_s, failure_rate=spec.failure_rate, rng=rng),
                   heartbeat_interval=heartbeat_interval, poll_wait=poll_wait)
             for spec in specs
         ]

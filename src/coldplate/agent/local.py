@@ -58,7 +58,7 @@ def make_runtime(kind: str, spec: HostSpec, *, data_dir: Path) -> Runtime:
 
 
 async def run_local_agent(*, server_url: str, join_token: str, spec: HostSpec, runtime: Runtime,
-                          stop: asyncio.Event, data_dir: Path, heartbeat_interval: float = 5.0,
+                          stop: asyncio.Event, data_dir: Path, heartbeat_interval: float | None = None,
                           retention_days: float = DEFAULT_RETENTION_DAYS) -> None:
     async with httpx.AsyncClient(timeout=40) as client:
         real_gpus = spec.gpu_count > 0 and not spec.gpu_simulated

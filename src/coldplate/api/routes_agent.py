@@ -17,18 +17,19 @@ from coldplate.domain import pricing
 from coldplate.domain.lifecycle import Status
 from coldplate.services import actions, agent_tasks, hostnodes, metrics
 from coldplate.services.hostnodes import HostSpec
+from coldplate.state import HOST_TIMEOUT_BEATS, AppState
 
 router = APIRouter(prefix="/v1/agent")
 
 
-def _spec(body: RegisterIn) -> HostSpec:
+def _spec(body: RegisterIn, default_timeout_s: int) -> HostSpec:
     prices = {k: pricing.to_micros(v) for k, v in body.prices.model_dump().items()}
     return HostSpec(
         name=body.name, region=body.region, city=body.location.city, country=body.location.country,
         address=body.address, gpu_model=body.gpu.model, gpu_count=body.gpu.count, gpu_memory_mb=body.gpu.memory_mb,
         gpu_uuids=body.gpu.uuids, vcpus=body.vcpus, memory_gb=body.memory_gb, disk_gb=body.disk_gb,
         port_lo=body.port_range[0], port_hi=body.port_range[1], prices_micros=prices,
-        heartbeat_timeout_s=body.heartbeat_timeout_seconds, uptime_pct=body.uptime_pct,
+        heartbeat_timeout_s=body.heartbeat_timeout_seconds or default_timeout_s, uptime_pct=body.uptime_pct,
     )
 
 
@@ -36,8 +37,15 @@ def _spec(body: RegisterIn) -> HostSpec:
 def register(body: RegisterIn, request: Request) -> dict[str, Any]:
     app = state(request)
     with app.tx() as session:
-        host, token = hostnodes.register(session, clock=app.clock, join_token=body.join_token, spec=_spec(body))
-        return {"hostnode_id": host.id, "agent_token": token}
+        host, token = hostnodes.register(session, clock=app.clock, join_token=body.join_token,
+                                         spec=_spec(body, app.settings.host_timeout_s))
+        return {"hostnode_id": host.id, "agent_token": token,
+                "heartbeat_interval_seconds": _heartbeat_interval(app, host)}
+
+
+def _heartbeat_interval(app: AppState, host: Hostnode) -> float:
+    """The server's interval, or shorter where the host's own timeout asks for it (three beats)."""
+    return min(app.settings.heartbeat_interval_s, host.heartbeat_timeout_s / HOST_TIMEOUT_BEATS)
 
 
 @router.post("/heartbeat")
@@ -48,7 +56,8 @@ def heartbeat(body: HeartbeatIn, request: Request, host: Hostnode = Depends(agen
         hostnodes.heartbeat(session, clock=app.clock, host=current)
         metrics.record(session, clock=app.clock, host=current,
                        samples=[(m.instance_id, m.values) for m in body.metrics])
-        return {"status": current.status, "server_time": isoformat(app.clock.now())}
+        return {"status": current.status, "server_time": isoformat(app.clock.now()),
+                "heartbeat_interval_seconds": _heartbeat_interval(app, current)}
 
 
 def _assignment(inst: Instance) -> dict[str, Any]:

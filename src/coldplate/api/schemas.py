@@ -288,7 +288,7 @@ class RegisterIn(Strict):
     port_range: tuple[Port, Port]
     prices: AgentPrices
     address: str = Field(default="127.0.0.1", max_length=200)
-    heartbeat_timeout_seconds: int = Field(default=30, ge=1, le=3600)
+    heartbeat_timeout_seconds: int | None = Field(default=None, ge=1, le=3600)  # None: the server's
     uptime_pct: float = Field(default=100.0, ge=0, le=100)
 
 

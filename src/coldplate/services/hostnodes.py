@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, DateTime, func, literal, literal_column, select, update
 from sqlalchemy.orm import Session
 
-from coldplate.clock import Clock, as_utc
+from coldplate.clock import Clock
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain import catalog, pricing
 from coldplate.domain.lifecycle import ASSIGNED, HOLDS_DISK, Status
 from coldplate.ids import hash_secret, new_id, new_secret
-from coldplate.services import outbox
-from coldplate.services.capacity import bump_assignments
+from coldplate.services import outbox, signals
 from coldplate.services.errors import InvalidInput, InvalidState, NotFound, Unauthorized
 from coldplate.services.projects import ADMIN_PROJECT_ID, check_join_token
 
@@ -161,20 +160,35 @@ def assignments(session: Session, *, host: Hostnode) -> list[Instance]:
     ))
 
 
+def _silent_since(session: Session, now: datetime) -> ColumnElement[bool]:
+    """SQL: the host's last sign of life is older than its own heartbeat timeout."""
+    last = func.coalesce(Hostnode.last_heartbeat_at, Hostnode.created_at)
+    if session.get_bind().dialect.name == "postgresql":
+        return last + Hostnode.heartbeat_timeout_s * literal_column("interval '1 second'") < now
+    # SQLite keeps datetimes as ISO text; julianday() counts days
+    age_s = (func.julianday(literal(now, DateTime())) - func.julianday(last)) * 86400.0
+    return age_s > Hostnode.heartbeat_timeout_s
+
+
 def mark_silent_offline(session: Session, *, clock: Clock) -> list[str]:
-    """Online hosts whose heartbeat is older than their timeout go offline."""
+    """Online hosts whose heartbeat is older than their timeout go offline: one query finds them
+    all (not one per host), one statement marks them."""
     now = clock.now()
-    gone: list[str] = []
-    query = select(Hostnode).where(Hostnode.status.in_(ADMIN_STATUSES)).with_for_update(skip_locked=True)
-    for host in session.scalars(query):
-        last = as_utc(host.last_heartbeat_at) if host.last_heartbeat_at else as_utc(host.created_at)
-        if now - last > timedelta(seconds=host.heartbeat_timeout_s):
-            host.status = "offline"
-            host.offline_since = now
-            outbox.record(session, clock=clock, project_id=ADMIN_PROJECT_ID, type="hostnode.offline",
-                          data={"hostnode_id": host.id})
-            bump_assignments(session, host.id)
-            gone.append(host.id)
+    gone = list(session.scalars(
+        select(Hostnode.id).where(Hostnode.status.in_(ADMIN_STATUSES), _silent_since(session, now))
+        .order_by(Hostnode.id).with_for_update(skip_locked=True)
+    ))
+    if not gone:
+        return gone
+    session.execute(
+        update(Hostnode).where(Hostnode.id.in_(gone))
+        .values(status="offline", offline_since=now, assignment_version=Hostnode.assignment_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    for host_id in gone:
+        signals.touch(session, host_id)
+        outbox.record(session, clock=clock, project_id=ADMIN_PROJECT_ID, type="hostnode.offline",
+                      data={"hostnode_id": host_id})
     session.flush()
     return gone
 
