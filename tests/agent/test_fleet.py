@@ -105,3 +105,27 @@ async def test_the_agent_heartbeats_at_the_interval_the_server_names() -> None:
     assert fixed.heartbeat_interval == 0.03  # an interval given by the operator stays
     await client.aclose()
     await fixed_client.aclose()
+
+
+async def test_after_a_server_restart_the_agent_heartbeats_at_once() -> None:
+    """Seen again within a retry of the server's return, not a whole heartbeat interval later."""
+    beats: list[float] = []
+    polls = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal polls
+        if request.url.path == "/v1/agent/register":
+            return httpx.Response(201, json={"hostnode_id": "hn_1", "agent_token": "t"})
+        if request.url.path == "/v1/agent/heartbeat":
+            beats.append(asyncio.get_running_loop().time())
+            return httpx.Response(200, json={"status": "online"})
+        polls += 1
+        if polls == 3:  # the server restarts under the long-poll
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        await asyncio.sleep(0.02)
+        return httpx.Response(200, json={"version": polls, "assignments": []})
+
+    agent, client = _agent(handler, heartbeat_interval=60.0)
+    await _run_until(agent, lambda: len(beats) >= 2)
+    await client.aclose()
+    assert len(beats) == 2 and beats[1] - beats[0] < 2.0

@@ -100,6 +100,7 @@ class Agent:
         self.retention = retention  # None: a terminated instance's disk goes at once
         self._starting: set[str] = set()
         self._assigned: dict[str, Assignment] | None = None  # as of the last poll; None before the first
+        self._beat_now = asyncio.Event()  # the server came back (a poll succeeded after failing): say so now
 
     async def register(self) -> None:
         response = await self.client.post(f"{self.server_url}/v1/agent/register",
@@ -162,14 +163,18 @@ class Agent:
                 delay = min(self.retry_delay * 2 ** (failures - 1), MAX_RETRY_S)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 continue
-            failures = 0
             if not heartbeat:  # let instance tasks run even if the server answers at once
+                if failures:  # after a server restart, a heartbeat marks this host seen at once
+                    self._beat_now.set()
+                failures = 0
                 await asyncio.sleep(0)
                 continue
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.heartbeat_interval * random.uniform(0.9, 1.0))
+            failures = 0
+            try:  # run() cancels this task once `stop` is set
+                await asyncio.wait_for(self._beat_now.wait(), timeout=self.heartbeat_interval * random.uniform(0.9, 1))
             except TimeoutError:
                 pass
+            self._beat_now.clear()
 
     async def _heartbeat_once(self) -> None:
         running = await self.runtime.running()
