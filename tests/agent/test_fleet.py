@@ -129,3 +129,26 @@ async def test_after_a_server_restart_the_agent_heartbeats_at_once() -> None:
     await _run_until(agent, lambda: len(beats) >= 2)
     await client.aclose()
     assert len(beats) == 2 and beats[1] - beats[0] < 2.0
+
+
+async def test_a_new_server_id_in_the_poll_answer_triggers_a_heartbeat() -> None:
+    """A restarted server answers polls at once (no failure seen): its new id says it restarted."""
+    beats = 0
+    polls = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal beats, polls
+        if request.url.path == "/v1/agent/register":
+            return httpx.Response(201, json={"hostnode_id": "hn_1", "agent_token": "t"})
+        if request.url.path == "/v1/agent/heartbeat":
+            beats += 1
+            return httpx.Response(200, json={"status": "online"})
+        polls += 1
+        await asyncio.sleep(0.02)
+        return httpx.Response(200, json={"version": polls, "assignments": [],
+                                         "server_id": "old" if polls < 5 else "new"})
+
+    agent, client = _agent(handler, heartbeat_interval=60.0)
+    await _run_until(agent, lambda: polls >= 10)
+    await client.aclose()
+    assert beats == 2  # the first, and the one for the new server

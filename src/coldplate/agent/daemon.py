@@ -210,6 +210,7 @@ class Agent:
         return {"instance_id": instance_id, "values": values} if values else None
 
     _version = -1
+    _server_id: str | None = None
 
     async def _poll_once(self) -> None:
         response = await self._call("GET", "/v1/agent/assignments",
@@ -217,6 +218,10 @@ class Agent:
         response.raise_for_status()
         data = response.json()
         self._version = int(data["version"])
+        server_id = data.get("server_id")
+        if server_id != self._server_id and self._server_id is not None:
+            self._beat_now.set()  # the server restarted (or another replica answers): be seen there now
+        self._server_id = server_id
         specs = [Assignment.from_json(item) for item in data["assignments"]]
         self._assigned = {spec.instance_id: spec for spec in specs}
         for spec in specs:

@@ -8,6 +8,7 @@ keeps an Agent and a SimRuntime (a few dicts); the random source is shared."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import random
 from pathlib import Path
@@ -21,6 +22,7 @@ from coldplate.agent.runtimes.sim import SimRuntime
 
 DEMO_FLEET = Path(__file__).with_name("demo-fleet.yaml")
 PORTS_PER_HOST = 1000
+HOSTS_PER_CLIENT = 32
 
 
 class FleetError(ValueError):
@@ -80,16 +82,22 @@ def shard(specs: list[HostSpec], index: int, count: int) -> list[HostSpec]:
 
 async def run_sim_fleet(*, server_url: str, join_token: str, specs: list[HostSpec], stop: asyncio.Event,
                         heartbeat_interval: float | None = None, poll_wait: float = 55.0) -> None:
-    """One agent per host, each with its own SimRuntime, all over one shared HTTP client.
+    """One agent per host, each with its own SimRuntime; every HOSTS_PER_CLIENT agents share an
+    HTTP client (a connection pool finds a free connection by scanning its connections, so one
+    pool for thousands of long-polls costs milliseconds a request).
 
     `heartbeat_interval` None: as the server says (its answer to registration and heartbeats)."""
-    limits = httpx.Limits(max_connections=2 * len(specs) + 10, max_keepalive_connections=2 * len(specs) + 10)
     rng = random.Random()
-    async with httpx.AsyncClient(timeout=poll_wait + 10, limits=limits) as client:
-        agents = [
-            Agent(server_url=server_url, join_token=join_token, spec=spec, client=client,
-                  runtime=SimRuntime(start_delay_s=spec.start_delay_s, failure_rate=spec.failure_rate, rng=rng),
-                  heartbeat_interval=heartbeat_interval, poll_wait=poll_wait)
-            for spec in specs
-        ]
+    async with contextlib.AsyncExitStack() as stack:
+        agents = []
+        for first in range(0, len(specs), HOSTS_PER_CLIENT):
+            group = specs[first:first + HOSTS_PER_CLIENT]
+            limits = httpx.Limits(max_connections=3 * len(group), max_keepalive_connections=3 * len(group))
+            client = await stack.enter_async_context(httpx.AsyncClient(timeout=poll_wait + 10, limits=limits))
+            agents += [
+                Agent(server_url=server_url, join_token=join_token, spec=spec, client=client,
+                      runtime=SimRuntime(start_delay_s=spec.start_delay_s, failure_rate=spec.failure_rate, rng=rng),
+                      heartbeat_interval=heartbeat_interval, poll_wait=poll_wait)
+                for spec in group
+            ]
         await asyncio.gather(*(agent.run(stop) for agent in agents))

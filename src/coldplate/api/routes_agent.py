@@ -100,7 +100,7 @@ async def assignments(request: Request, host: Hostnode = Depends(agent_host),
                 version, work = await run_in_threadpool(read)
                 signals.remember(host.id, version, stamp)
                 if version > since or left <= 0 or signals.closing:
-                    return {"version": version, **work}
+                    return {"version": version, "server_id": app.origin, **work}
             await signals.wait(waiter, left)
     finally:
         signals.unsubscribe(host.id, waiter)
