@@ -23,6 +23,7 @@ from coldplate.agent.runtimes.sim import SimRuntime
 DEMO_FLEET = Path(__file__).with_name("demo-fleet.yaml")
 PORTS_PER_HOST = 1000
 HOSTS_PER_CLIENT = 32
+SHARED_CONNECTIONS = 4  # per client, beside its hosts' long-polls
 
 
 class FleetError(ValueError):
@@ -92,7 +93,10 @@ async def run_sim_fleet(*, server_url: str, join_token: str, specs: list[HostSpe
         agents = []
         for first in range(0, len(specs), HOSTS_PER_CLIENT):
             group = specs[first:first + HOSTS_PER_CLIENT]
-            limits = httpx.Limits(max_connections=3 * len(group), max_keepalive_connections=3 * len(group))
+            # one connection per long-poll and a few shared by heartbeats and reports: at 10,000 hosts
+            # two per host would pass the server's 20,000 open files
+            limits = httpx.Limits(max_connections=len(group) + SHARED_CONNECTIONS,
+                                  max_keepalive_connections=len(group) + SHARED_CONNECTIONS)
             client = await stack.enter_async_context(httpx.AsyncClient(timeout=poll_wait + 10, limits=limits))
             agents += [
                 Agent(server_url=server_url, join_token=join_token, spec=spec, client=client,
