@@ -89,7 +89,7 @@ class HostInfo(FromAgent):
     port_range: tuple[Port, Port]
     prices: Prices
     address: Annotated[SafeStr, Field(min_length=1, max_length=200)] = "127.0.0.1"
-    heartbeat_timeout_seconds: int = Field(default=30, ge=1, le=3600)
+    heartbeat_timeout_seconds: int | None = Field(default=None, ge=1, le=3600)  # None: the server's
     uptime_pct: FiniteFloat = Field(default=100.0, ge=0, le=100)
     isolation: Isolation | None = None
 
@@ -104,6 +104,7 @@ class Registration(HostInfo):
 class Registered(FromServer):
     hostnode_id: str
     agent_token: str
+    heartbeat_interval_seconds: float | None = None  # the server names it; None from an older server
 
 
 # --- heartbeat ------------------------------------------------------------------------------------
@@ -125,6 +126,7 @@ class Heartbeat(FromAgent):
 class HeartbeatAck(FromServer):
     status: str
     server_time: str
+    heartbeat_interval_seconds: float | None = None
 
 
 # --- assignments ----------------------------------------------------------------------------------
@@ -177,6 +179,7 @@ class Task(FromServer):
 
 class Assignments(FromServer):
     version: int
+    server_id: str | None = None  # changes when the server restarts: the agent heartbeats at once
     assignments: list[Assignment] = Field(default_factory=list)
     tasks: list[Task] = Field(default_factory=list)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from coldplate.clock import Clock
 from coldplate.db.engine import READ_ONLY
+from coldplate.pg_wakeups import PgListener, libpq_url, notify_keys
 from coldplate.services import signals
 from coldplate.services.errors import Conflict
 from coldplate.wakeups import Signals
@@ -37,10 +39,11 @@ def retriable(exc: BaseException) -> bool:
         return getattr(exc.orig, "sqlstate", None) in RETRY_SQLSTATES or "database is locked" in str(exc.orig)
     return False
 
+HOST_TIMEOUT_BEATS = 3
+
 
 @dataclass
 class Settings:
-    heartbeat_timeout_s: int = 30
     host_lost_grace_s: float = 120.0
     loop_interval_s: float = 1.0
     lease_ttl_s: float = 60.0  # how long a loop's claim on a row lasts before another may take it
@@ -50,6 +53,16 @@ class Settings:
     webhook_lease_s: float = 30.0  # a dispatcher that dies mid-send leaves its deliveries this long
     max_body_bytes: int = 2 * 1024 * 1024  # larger request bodies are refused (413)
 
+    # Agents heartbeat this often (sent in every registration and heartbeat answer). 60 s keeps a
+    # 10,000-host fleet at about 170 heartbeats a second; a host silent for HOST_TIMEOUT_BEATS
+    # intervals goes offline (docs/architecture.md, "Heartbeats at scale").
+    heartbeat_interval_s: float = 60.0
+
+    @property
+    def host_timeout_s(self) -> int:
+        """The heartbeat timeout a host registers with unless its agent asks for another."""
+        return int(HOST_TIMEOUT_BEATS * self.heartbeat_interval_s)
+
 
 @dataclass
 class AppState:
@@ -57,8 +70,17 @@ class AppState:
     clock: Clock
     settings: Settings = field(default_factory=Settings)
     signals: Signals = field(default_factory=Signals)
+    origin: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # this replica, in NOTIFY payloads
+    listener: PgListener | None = None  # relays other replicas' commits, while the app runs (PostgreSQL)
 
     def __post_init__(self) -> None:
+        if self.sessions.kw["bind"].dialect.name == "postgresql":
+            @event.listens_for(self.sessions, "before_commit")
+            def _notify_replicas(session: Session) -> None:
+                keys: set[str] = session.info.get("touched", set())
+                if keys:
+                    notify_keys(session.connection(), self.origin, keys)
+
         @event.listens_for(self.sessions, "after_commit")
         def _after_commit(session: Session) -> None:
             self.signals.notify(signals.take(session))
@@ -66,6 +88,15 @@ class AppState:
         @event.listens_for(self.sessions, "after_rollback")
         def _after_rollback(session: Session) -> None:
             signals.take(session)
+
+    def listen(self) -> Callable[[], None]:
+        """Start relaying other replicas' commits to `signals` (PostgreSQL); returns the stop."""
+        engine = self.sessions.kw["bind"]
+        if engine.dialect.name != "postgresql":
+            return lambda: None  # SQLite: one process per database file, its own commits are all there are
+        listener = self.listener = PgListener(url=libpq_url(engine), engine=engine, signals=self.signals,
+                                              origin=self.origin)
+        return listener.start().stop
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

@@ -1,4 +1,14 @@
-from coldplate.domain.placement import Demand, HostSnapshot, allocate, default_share, fits, rank, shortfall
+from coldplate.domain.placement import (
+    Demand,
+    HostSnapshot,
+    allocate,
+    default_share,
+    fits,
+    rank,
+    shortfall,
+    stranded,
+    usable_gpus,
+)
 
 
 def host(id: str, *, gpus: int = 8, used: set[int] | None = None, price: int = 1, uptime: float = 100.0,
@@ -52,3 +62,35 @@ def test_fixed_port_must_be_free_and_in_range() -> None:
 def test_default_share() -> None:
     assert default_share(64, 2, 8, minimum=2) == 16
     assert default_share(64, 0, 0, minimum=2) == 2
+
+
+def _with(h: HostSnapshot, *, vcpus_used: int = 0, memory_used: int = 0) -> HostSnapshot:
+    return HostSnapshot(**{**h.__dict__, "vcpus_used": vcpus_used, "memory_gb_used": memory_used})
+
+
+def test_a_placement_that_would_strand_gpus_goes_elsewhere() -> None:
+    """64 vCPUs for 8 GPUs: 8 per GPU. On `tight` a 1-GPU, 24-vCPU request would leave 2 GPUs
+    with 6 vCPUs between them; best fit alone would pick it (fewer GPUs left)."""
+    tight = _with(host("tight", used={0, 1, 2, 3, 4}), vcpus_used=34)
+    roomy = host("roomy", used={0, 1, 2, 3})
+    heavy = Demand(gpu_count=1, vcpus=24, memory_gb=8, disk_gb=1, ports=1)
+    assert stranded(tight, heavy) == 2 and stranded(roomy, heavy) == 0
+    assert [h.id for h, _ in rank([(tight, heavy), (roomy, heavy)])] == ["roomy", "tight"]
+    light = Demand(gpu_count=1, vcpus=8, memory_gb=8, disk_gb=1, ports=1)  # strands nothing: best fit decides
+    assert [h.id for h, _ in rank([(roomy, light), (tight, light)])] == ["tight", "roomy"]
+
+
+def test_a_cpu_only_request_goes_where_no_gpu_loses_its_share() -> None:
+    gpus_free = host("free")
+    gpus_taken = host("taken", used=set(range(8)))
+    cpu_job = Demand(gpu_count=0, vcpus=40, memory_gb=16, disk_gb=1, ports=1)
+    assert stranded(gpus_free, cpu_job) == 5 and stranded(gpus_taken, cpu_job) == 0
+    assert [h.id for h, _ in rank([(gpus_free, cpu_job), (gpus_taken, cpu_job)])] == ["taken", "free"]
+    assert usable_gpus(gpus_free, 8, 64, 512) == 8 and usable_gpus(gpus_free, 8, 20, 512) == 2
+
+
+def test_price_still_comes_before_stranding() -> None:
+    dear_taken = host("dear", used=set(range(8)), price=9)
+    cheap_free = host("cheap", price=1)
+    cpu_job = Demand(gpu_count=0, vcpus=40, memory_gb=16, disk_gb=1, ports=1)
+    assert [h.id for h, _ in rank([(dear_taken, cpu_job), (cheap_free, cpu_job)])] == ["cheap", "dear"]

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import math
+import random
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,11 +27,25 @@ from coldplate.protocol import Assignment
 
 log = logging.getLogger(__name__)
 REPORT_ATTEMPTS = 5
+DEFAULT_HEARTBEAT_S = 5.0  # until the server's first answer names its interval
+MAX_RETRY_S = 5.0  # the longest wait between retries of a failing call (it doubles from retry_delay)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Why a call failed, in words a log line can carry (an HTTP error's status and detail)."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        request, response = exc.request, exc.response
+        try:
+            body = response.text[:500]
+        except (httpx.ResponseNotRead, UnicodeDecodeError):
+            body = ""
+        return f"{request.method} {request.url.path} answered {response.status_code}: {body}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class Agent:
     def __init__(self, *, server_url: str, join_token: str | None, spec: protocol.HostInfo, runtime: Runtime,
-                 client: httpx.AsyncClient | None = None, heartbeat_interval: float = 5.0,
+                 client: httpx.AsyncClient | None = None, heartbeat_interval: float | None = None,
                  poll_wait: float = 25.0, retry_delay: float = 0.5,
                  gpu_usage: Callable[[list[int]], dict[str, float]] | None = None,
                  ssh: SshGateway | None = None, retention: WorkspaceRetention | None = None,
@@ -41,7 +56,9 @@ class Agent:
         self.spec = spec
         self.runtime = runtime
         self.client = client or httpx.AsyncClient(timeout=poll_wait + 10)
-        self.heartbeat_interval = heartbeat_interval
+        # None: as the server says in its answers to registration and heartbeats
+        self.fixed_heartbeat = heartbeat_interval is not None
+        self.heartbeat_interval = heartbeat_interval if heartbeat_interval is not None else DEFAULT_HEARTBEAT_S
         self.poll_wait = poll_wait
         self.retry_delay = retry_delay
         self.hostnode_id: str | None = None
@@ -55,6 +72,7 @@ class Agent:
         self.retention = retention  # None: a terminated instance's disk goes at once
         self._starting: set[str] = set()
         self._assigned: dict[str, Assignment] | None = None  # as of the last poll; None before the first
+        self._beat_now = asyncio.Event()  # the server came back (a poll succeeded after failing): say so now
 
     def registration(self) -> protocol.Registration:
         isolation = {"sandbox": self.runtime.sandbox, "enforced_limits": self.runtime.enforced_limits()}
@@ -77,7 +95,14 @@ class Agent:
         self.hostnode_id, self.token = registered.hostnode_id, registered.agent_token
         if self.tokens is not None and self.token != saved:
             self.tokens.save(self.spec.name, registered.agent_token)
+        self._adopt_interval(registered.heartbeat_interval_seconds)
         log.info("registered", extra={"hostnode_id": self.hostnode_id, "host": self.spec.name})
+
+    def _adopt_interval(self, interval: float | None) -> None:
+        """The server names the heartbeat interval (registration and heartbeat answers) unless the
+        agent was started with its own."""
+        if not self.fixed_heartbeat and interval is not None and interval > 0:
+            self.heartbeat_interval = float(interval)
 
     async def _ensure_registered(self, stale: str | None) -> str:
         """One registration at a time: the heartbeat and poll loops share the token, and a
@@ -101,8 +126,8 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.runtime.recover()
-        tasks = [asyncio.create_task(self._forever(self._heartbeat_once, stop, self.heartbeat_interval)),
-                 asyncio.create_task(self._forever(self._poll_once, stop, 0.0))]
+        tasks = [asyncio.create_task(self._forever(self._heartbeat_once, stop, heartbeat=True)),
+                 asyncio.create_task(self._forever(self._poll_once, stop, heartbeat=False))]
         await stop.wait()
         for task in [*tasks, *self._busy.values()]:
             task.cancel()
@@ -110,23 +135,34 @@ class Agent:
         if self.ssh is not None:
             await self.ssh.close_all()
 
-    async def _forever(self, once: Any, stop: asyncio.Event, interval: float) -> None:
+    async def _forever(self, once: Any, stop: asyncio.Event, *, heartbeat: bool) -> None:
+        """Call `once` until stopped: heartbeats every interval (less a random tenth, so a fleet's
+        beats spread out), polls back to back; failures are retried with a doubling delay."""
+        failures = 0
         while not stop.is_set():
             try:
                 await once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # network trouble or a server restart: retry, never die
-                log.warning("agent call failed; retrying", extra={"host": self.spec.name, "error": repr(exc)})
-                await asyncio.sleep(self.retry_delay)
+                log.warning("agent call failed; retrying: %s", describe_failure(exc),
+                            extra={"host": self.spec.name, "error": repr(exc)})
+                failures += 1
+                delay = min(self.retry_delay * 2 ** (failures - 1), MAX_RETRY_S)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 continue
-            if not interval:  # let instance tasks run even if the server answers at once
+            if not heartbeat:  # let instance tasks run even if the server answers at once
+                if failures:  # after a server restart, a heartbeat marks this host seen at once
+                    self._beat_now.set()
+                failures = 0
                 await asyncio.sleep(0)
                 continue
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+            failures = 0
+            try:  # run() cancels this task once `stop` is set
+                await asyncio.wait_for(self._beat_now.wait(), timeout=self.heartbeat_interval * random.uniform(0.9, 1))
             except TimeoutError:
                 pass
+            self._beat_now.clear()
 
     async def _heartbeat_once(self) -> None:
         running = await self.runtime.running()
@@ -136,6 +172,7 @@ class Agent:
         heartbeat = protocol.Heartbeat(metrics=samples[:protocol.MAX_METRIC_SAMPLES])
         response = await self._call("POST", "/v1/agent/heartbeat", json=heartbeat.model_dump(mode="json"))
         response.raise_for_status()
+        self._adopt_interval(protocol.HeartbeatAck.model_validate(response.json()).heartbeat_interval_seconds)
         await self._purge_due()
 
     async def _purge_due(self) -> None:
@@ -162,6 +199,7 @@ class Agent:
         return protocol.MetricSample(instance_id=instance_id, values=kept) if kept else None
 
     _version = -1
+    _server_id: str | None = None
 
     async def _poll_once(self) -> None:
         response = await self._call("GET", "/v1/agent/assignments",
@@ -169,6 +207,9 @@ class Agent:
         response.raise_for_status()
         data = protocol.Assignments.model_validate(response.json())
         self._version = data.version
+        if data.server_id != self._server_id and self._server_id is not None:
+            self._beat_now.set()  # the server restarted (or another replica answers): be seen there now
+        self._server_id = data.server_id
         self._assigned = {spec.instance_id: spec for spec in data.assignments}
         for spec in data.assignments:
             self._converge(spec)

@@ -1,8 +1,15 @@
-"""Fleets of simulated hosts: a YAML file of host groups, expanded and run in one process."""
+"""Fleets of simulated hosts: a YAML file of host groups, expanded and run in one process.
+
+Simulated hosts are separate machines: every host of a group has the same port range (they may
+overlap, as real hosts' do), so a fleet of any size fits in the 16-bit port space. A large fleet
+can be split over processes with `shard` (host i goes to shard i mod n). Per host the process
+keeps an Agent and a SimRuntime (a few dicts); the random source is shared."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +24,8 @@ from coldplate.agent.runtimes.sim import SimRuntime
 
 DEMO_FLEET = Path(__file__).with_name("demo-fleet.yaml")
 PORTS_PER_HOST = 1000
+HOSTS_PER_CLIENT = 32
+SHARED_CONNECTIONS = 4  # per client, beside its hosts' long-polls
 
 
 class FleetError(ValueError):
@@ -43,7 +52,7 @@ def _group_specs(group: dict[str, Any], index: int) -> list[SimHost]:
                     location=protocol.Location(city=str(group.get("city", "")), country=str(group.get("country", ""))),
                     gpu=protocol.Gpu(model=str(group["gpu"]), count=int(group["gpu_count"])),
                     vcpus=int(group["vcpus"]), memory_gb=int(group["memory_gb"]), disk_gb=int(group["disk_gb"]),
-                    port_range=(port_base + i * PORTS_PER_HOST, port_base + (i + 1) * PORTS_PER_HOST - 1),
+                    port_range=(port_base, port_base + PORTS_PER_HOST - 1),
                     prices=protocol.Prices(gpu_per_hour=str(group["gpu_price"]),
                                            spot_gpu_per_hour=str(group["spot_price"])),
                 ),
@@ -69,27 +78,46 @@ def load_fleet(path: Path, hosts: int | None = None) -> list[SimHost]:
     for n in range(hosts):
         base = specs[n % len(specs)]
         lap = n // len(specs)
-        if lap == 0:
-            out.append(base)
-            continue
-        shift = lap * len(specs) * PORTS_PER_HOST
-        low, high = base.info.port_range
-        info = base.info.model_copy(update={"name": f"{base.info.name}-r{lap}",
-                                            "port_range": (low + shift, high + shift)})
-        out.append(SimHost(info=info, start_delay_s=base.start_delay_s, failure_rate=base.failure_rate))
+        out.append(base if lap == 0 else SimHost(info=base.info.model_copy(update={"name": f"{base.info.name}-r{lap}"}),
+                                                 start_delay_s=base.start_delay_s, failure_rate=base.failure_rate))
     return out
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """`i/n` (0 <= i < n) → (i, n)."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 0 <= int(index) < int(count):
+        raise FleetError(f"shard must be i/n with 0 <= i < n, got {text!r}")
+    return int(index), int(count)
+
+
+def shard(specs: list[SimHost], index: int, count: int) -> list[SimHost]:
+    """The hosts shard `index` of `count` runs: every count-th, so each shard gets a mix of groups."""
+    return specs[index::count]
+
+
 async def run_sim_fleet(*, server_url: str, join_token: str | None, specs: list[SimHost], stop: asyncio.Event,
-                        tokens: TokenStore | None = None, heartbeat_interval: float = 5.0,
-                        poll_wait: float = 25.0) -> None:
-    """One agent per host, each with its own SimRuntime, all over one shared HTTP client."""
-    limits = httpx.Limits(max_connections=2 * len(specs) + 10, max_keepalive_connections=2 * len(specs) + 10)
-    async with httpx.AsyncClient(timeout=poll_wait + 10, limits=limits) as client:
-        agents = [
-            Agent(server_url=server_url, join_token=join_token, spec=spec.info, client=client,
-                  runtime=SimRuntime(start_delay_s=spec.start_delay_s, failure_rate=spec.failure_rate),
-                  heartbeat_interval=heartbeat_interval, poll_wait=poll_wait, tokens=tokens)
-            for spec in specs
-        ]
+                        tokens: TokenStore | None = None, heartbeat_interval: float | None = None,
+                        poll_wait: float = 55.0) -> None:
+    """One agent per host, each with its own SimRuntime; every HOSTS_PER_CLIENT agents share an
+    HTTP client (a connection pool finds a free connection by scanning its connections, so one
+    pool for thousands of long-polls costs milliseconds a request).
+
+    `heartbeat_interval` None: as the server says (its answer to registration and heartbeats)."""
+    rng = random.Random()
+    async with contextlib.AsyncExitStack() as stack:
+        agents = []
+        for first in range(0, len(specs), HOSTS_PER_CLIENT):
+            group = specs[first:first + HOSTS_PER_CLIENT]
+            # one connection per long-poll and a few shared by heartbeats and reports: at 10,000 hosts
+            # two per host would pass the server's 20,000 open files
+            limits = httpx.Limits(max_connections=len(group) + SHARED_CONNECTIONS,
+                                  max_keepalive_connections=len(group) + SHARED_CONNECTIONS)
+            client = await stack.enter_async_context(httpx.AsyncClient(timeout=poll_wait + 10, limits=limits))
+            agents += [
+                Agent(server_url=server_url, join_token=join_token, spec=spec.info, client=client,
+                      runtime=SimRuntime(start_delay_s=spec.start_delay_s, failure_rate=spec.failure_rate, rng=rng),
+                      heartbeat_interval=heartbeat_interval, poll_wait=poll_wait, tokens=tokens)
+                for spec in group
+            ]
         await asyncio.gather(*(agent.run(stop) for agent in agents))

@@ -63,7 +63,7 @@ def make_runtime(kind: str, spec: protocol.HostInfo, *, data_dir: Path, unsandbo
 
 
 async def run_local_agent(*, server_url: str, join_token: str | None, spec: protocol.HostInfo, runtime: Runtime,
-                          stop: asyncio.Event, data_dir: Path, heartbeat_interval: float = 5.0,
+                          stop: asyncio.Event, data_dir: Path, heartbeat_interval: float | None = None,
                           retention_days: float = DEFAULT_RETENTION_DAYS) -> None:
     async with httpx.AsyncClient(timeout=40) as client:
         real_gpus = spec.gpu.count > 0 and not spec.gpu.simulated

@@ -38,8 +38,10 @@ def create_app(app_state: AppState, *, background: Background | None = None) -> 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         app_state.signals.bind(asyncio.get_running_loop())
+        stop_listening = app_state.listen()
         tasks = background(app_state) if background is not None else []
         yield
+        stop_listening()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

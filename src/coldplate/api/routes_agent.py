@@ -21,6 +21,7 @@ from coldplate.clock import isoformat
 from coldplate.db.tables import Hostnode, Instance
 from coldplate.domain.lifecycle import Status
 from coldplate.services import actions, agent_tasks, hostnodes, instances, metrics
+from coldplate.state import HOST_TIMEOUT_BEATS, AppState
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/agent", responses=PROBLEM_RESPONSES)
@@ -31,9 +32,17 @@ def register(body: protocol.Registration, request: Request,
              credential: str | None = Depends(optional_bearer)) -> protocol.Registered:
     app = state(request)
     with app.tx() as session:
+        if body.heartbeat_timeout_seconds is None:  # the agent leaves it to the server: three of its beats
+            body = body.model_copy(update={"heartbeat_timeout_seconds": app.settings.host_timeout_s})
         host, token = hostnodes.register(session, clock=app.clock, spec=body, join_token=body.join_token,
                                          credential=credential)
-        return protocol.Registered(hostnode_id=host.id, agent_token=token)
+        return protocol.Registered(hostnode_id=host.id, agent_token=token,
+                                   heartbeat_interval_seconds=_heartbeat_interval(app, host))
+
+
+def _heartbeat_interval(app: AppState, host: Hostnode) -> float:
+    """The server's interval, or shorter where the host's own timeout asks for it (three beats)."""
+    return min(app.settings.heartbeat_interval_s, host.heartbeat_timeout_s / HOST_TIMEOUT_BEATS)
 
 
 @router.post("/heartbeat")
@@ -46,7 +55,8 @@ def heartbeat(body: protocol.Heartbeat, request: Request,
         hostnodes.heartbeat(session, clock=app.clock, host=current)
         metrics.record(session, clock=app.clock, host=current,
                        samples=[(m.instance_id, m.values) for m in body.metrics])
-        return protocol.HeartbeatAck(status=current.status, server_time=isoformat(app.clock.now()))
+        return protocol.HeartbeatAck(status=current.status, server_time=isoformat(app.clock.now()),
+                                     heartbeat_interval_seconds=_heartbeat_interval(app, current))
 
     return app.transact(beat)
 
@@ -80,22 +90,28 @@ async def assignments(request: Request, host: Hostnode = Depends(agent_host),
             current = hostnodes.get_hostnode(session, host.id)
             listed = [_assignment(i) for i in hostnodes.assignments(session, host=current)]
             return protocol.Assignments(
-                version=current.assignment_version, assignments=[a for a in listed if a is not None],
+                version=current.assignment_version, server_id=app.origin,
+                assignments=[a for a in listed if a is not None],
                 tasks=[protocol.Task(id=t.id, kind=t.kind, instance_id=t.instance_id, params=t.params)
                        for t in agent_tasks.pending(session, host=current)])
 
-    waiter = app.signals.subscribe(host.id)
+    signals = app.signals
+    waiter = signals.subscribe(host.id)
     try:
         deadline = time.monotonic() + wait
         while True:
-            waiter.clear()
-            work = await run_in_threadpool(read)
+            waiter.clear()  # before the check, so a commit after it still wakes us
             left = deadline - time.monotonic()
-            if work.version > since or left <= 0 or app.signals.closing:
-                return work
-            await app.signals.wait(waiter, left)
+            known = signals.known_version(host.id)
+            if known is None or known > since or left <= 0 or signals.closing:
+                stamp = signals.stamp()
+                work = await run_in_threadpool(read)
+                signals.remember(host.id, work.version, stamp)
+                if work.version > since or left <= 0 or signals.closing:
+                    return work
+            await signals.wait(waiter, left)
     finally:
-        app.signals.unsubscribe(host.id, waiter)
+        signals.unsubscribe(host.id, waiter)
 
 
 @router.post("/instances/{instance_id}/transition")

@@ -65,6 +65,7 @@ def agent(
     join_token_value: str = typer.Option(None, "--join-token", hidden=True),
     runtime: str = typer.Option("docker", help="docker (containers), process (sandboxed processes) or sim."),
     hosts: int = typer.Option(None, help="sim: how many hosts to simulate."),
+    shard: str = typer.Option(None, help="sim: run only shard i of n of the fleet (i/n), to split it over processes."),
     fleet: Path = typer.Option(None, help="sim: fleet file (default: the demo fleet)."),
     name: str = typer.Option(None, help="This host's name (default: the machine's hostname)."),
     region: str = typer.Option("na"),
@@ -80,14 +81,16 @@ def agent(
     vcpu_price: str = typer.Option("0.010000", help="Per vCPU per hour."),
     memory_price: str = typer.Option("0.002000", help="Per GB of memory per hour."),
     data_dir: Path = typer.Option(None, help="Where this agent keeps instance data (~/.coldplate)."),
-    heartbeat_interval: float = typer.Option(5.0, help="Seconds between heartbeats (each carries metrics)."),
+    heartbeat_interval: float = typer.Option(None, help="Seconds between heartbeats (each carries metrics); "
+                                             "default: the interval the server names."),
     workspace_retention_days: float = typer.Option(7.0, min=0, help="Days a terminated instance's disk is kept."),
     unsandboxed: bool = typer.Option(False, help="process: run workloads without bubblewrap where it is missing "
                                      "(no isolation between tenants; the hostnode shows sandbox: none)."),
 ) -> None:
     """Run a host agent for this machine, or with --runtime sim a fleet of simulated hosts."""
     from coldplate.agent import credentials
-    from coldplate.agent.fleet import DEMO_FLEET, load_fleet, run_sim_fleet
+    from coldplate.agent.fleet import DEMO_FLEET, FleetError, load_fleet, parse_shard, run_sim_fleet
+    from coldplate.agent.fleet import shard as fleet_shard
     from coldplate.agent.local import RUNTIMES, local_host_spec, make_runtime, run_local_agent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -121,6 +124,11 @@ def agent(
 
     if runtime == "sim" and (fleet is not None or hosts is not None):
         specs = load_fleet(fleet or DEMO_FLEET, hosts)
+        if shard is not None:
+            try:
+                specs = fleet_shard(specs, *parse_shard(shard))
+            except FleetError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--shard") from exc
         need_join_token([s.info.name for s in specs])
         asyncio.run(until_signalled(run_sim_fleet(server_url=server_url, join_token=join_token, specs=specs,
                                                   stop=stop, tokens=tokens, heartbeat_interval=heartbeat_interval)))

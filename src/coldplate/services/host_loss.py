@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, DateTime, func, literal, literal_column, select
 from sqlalchemy.orm import Session
 
 from coldplate.clock import Clock, as_utc
@@ -31,11 +31,21 @@ def _silent(host: Hostnode, now: datetime) -> bool:
     return host.status in WATCHED and now - last > timedelta(seconds=host.heartbeat_timeout_s)
 
 
+def _silent_since(session: Session, now: datetime) -> ColumnElement[bool]:
+    """SQL: the host's last sign of life is older than its own heartbeat timeout."""
+    last = func.coalesce(Hostnode.last_heartbeat_at, Hostnode.created_at)
+    if session.get_bind().dialect.name == "postgresql":
+        return last + Hostnode.heartbeat_timeout_s * literal_column("interval '1 second'") < now
+    # SQLite keeps datetimes as ISO text; julianday() counts days
+    age_s = (func.julianday(literal(now, DateTime())) - func.julianday(last)) * 86400.0
+    return age_s > Hostnode.heartbeat_timeout_s
+
+
 def silent_host_ids(session: Session, *, clock: Clock) -> list[str]:
-    """Hostnodes (online, draining or in maintenance) whose last heartbeat is older than their timeout."""
-    now = clock.now()
-    return [host.id for host in session.scalars(select(Hostnode).where(Hostnode.status.in_(WATCHED))
-                                                .order_by(Hostnode.id)) if _silent(host, now)]
+    """Hostnodes (online, draining or in maintenance) whose last heartbeat is older than their timeout:
+    one query a pass that returns only those (at 10,000 hosts a pass must not load every host)."""
+    query = select(Hostnode.id).where(Hostnode.status.in_(WATCHED), _silent_since(session, clock.now()))
+    return list(session.scalars(query.order_by(Hostnode.id)))
 
 
 def mark_offline(session: Session, *, clock: Clock, host_id: str) -> bool:

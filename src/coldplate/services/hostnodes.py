@@ -21,6 +21,9 @@ from coldplate.services import join_tokens, outbox, projects
 from coldplate.services.errors import Forbidden, InvalidInput, InvalidState, NotFound, Unauthorized
 from coldplate.services.projects import ADMIN_PROJECT_ID
 
+# Where the agent leaves the timeout to the server, the API passes Settings.host_timeout_s; this is
+# the same default (three missed 60 s beats) for callers of the service itself.
+DEFAULT_HOST_TIMEOUT_S = 180
 ADMIN_STATUSES = tuple(s.value for s in ADMIN_HOST_STATUSES)
 
 
@@ -44,7 +47,7 @@ def _apply_spec(host: Hostnode, spec: HostInfo, gpu_slug: str, region: str) -> N
     host.port_lo, host.port_hi = spec.port_range
     for field, column in _PRICE_COLUMNS.items():
         setattr(host, column, pricing.to_micros(getattr(spec.prices, field)))
-    host.heartbeat_timeout_s = spec.heartbeat_timeout_seconds
+    host.heartbeat_timeout_s = spec.heartbeat_timeout_seconds or DEFAULT_HOST_TIMEOUT_S
     host.uptime_pct = spec.uptime_pct
     isolation = spec.isolation
     host.sandbox = None if isolation is None else isolation.sandbox

@@ -27,6 +27,7 @@ INSERT_INSTANCE = insert(INSTANCES)
 ALL_NONE: dict[str, Any] = {column.name: None for column in INSTANCES.c}
 UNREAD_BY_PLACEMENT = {"gpu_uuids", "agent_token_hash", "last_heartbeat_at", "offline_since", "created_at"}
 CANDIDATES = 8  # cheapest hosts (by GPU price) ranked in full per placement attempt
+MIN_VCPUS, MIN_MEMORY_GB = 2, 4  # the least an instance gets by default
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,9 @@ class InstanceRequest:
 
 
 def demand_on(host: HostRow, req: InstanceRequest, gpu_count: int) -> placement.Demand:
-    vcpus = req.vcpus or placement.default_share(host.vcpus, gpu_count, host.gpu_count, minimum=2)
-    memory = req.memory_gb or placement.default_share(host.memory_gb, gpu_count, host.gpu_count, minimum=4)
+    vcpus = req.vcpus or placement.default_share(host.vcpus, gpu_count, host.gpu_count, minimum=MIN_VCPUS)
+    memory = req.memory_gb or placement.default_share(host.memory_gb, gpu_count, host.gpu_count,
+                                                      minimum=MIN_MEMORY_GB)
     fixed = tuple(p.external_port for p in req.ports if p.external_port is not None)
     floating = 1 + sum(1 for p in req.ports if p.external_port is None)  # SSH + forwards
     return placement.Demand(gpu_count=gpu_count, vcpus=vcpus, memory_gb=memory, disk_gb=req.disk_gb,
@@ -112,8 +114,13 @@ def _candidate_query(*, by_region: bool, by_host: bool, spot: bool, limit: int) 
     must see fresh values anyway."""
     h = HOSTNODES.c
     columns = [c for c in HOSTNODES.c if c.name not in UNREAD_BY_PLACEMENT]
+    # vCPUs, memory and disk at least the least the request can take (a default share is never
+    # below the minimum), so a candidate slot is not spent on a host that cannot take it.
     query = select(*columns).where(h.status == HostStatus.ONLINE.value, h.gpu_type == bindparam("gpu_slug"),
-                                   h.gpus_free >= bindparam("gpu_count"))
+                                   h.gpus_free >= bindparam("gpu_count"),
+                                   h.vcpus - h.vcpus_used >= bindparam("min_vcpus"),
+                                   h.memory_gb - h.memory_gb_used >= bindparam("min_memory_gb"),
+                                   h.disk_gb - h.disk_gb_used >= bindparam("disk_gb"))
     if by_region:
         query = query.where(h.region == bindparam("region"))
     if by_host:
@@ -123,10 +130,24 @@ def _candidate_query(*, by_region: bool, by_host: bool, spot: bool, limit: int) 
 
 
 def candidate_hosts(session: Session, *, gpu_slug: str, gpu_count: int, region: str | None,
-                    hostnode_id: str | None, spot: bool, limit: int = CANDIDATES) -> list[Row[Any]]:
+                    hostnode_id: str | None, spot: bool, min_vcpus: int = 0, min_memory_gb: int = 0,
+                    disk_gb: int = 0, limit: int = CANDIDATES) -> list[Row[Any]]:
     query = _candidate_query(by_region=region is not None, by_host=hostnode_id is not None, spot=spot, limit=limit)
-    params = {"gpu_slug": gpu_slug, "gpu_count": gpu_count, "region": region, "hostnode_id": hostnode_id}
+    params = {"gpu_slug": gpu_slug, "gpu_count": gpu_count, "region": region, "hostnode_id": hostnode_id,
+              "min_vcpus": min_vcpus, "min_memory_gb": min_memory_gb, "disk_gb": disk_gb}
     return list(session.connection().execute(query, {k: v for k, v in params.items() if v is not None}))
+
+
+def _options(hosts: list[Row[Any]], req: InstanceRequest,
+             gpu_count: int) -> list[tuple[placement.HostSnapshot, placement.Demand]]:
+    """Each host's snapshot with the request's demand on it, within the request's max price."""
+    options = []
+    for host in hosts:
+        demand = demand_on(host, req, gpu_count)
+        price = price_on(host, demand, req.spot)
+        if req.max_price_micros is None or price <= req.max_price_micros:
+            options.append((capacity.snapshot(host, price), demand))
+    return options
 
 
 def create(session: Session, *, clock: Clock, project_id: str, req: InstanceRequest) -> Instance:
@@ -140,16 +161,15 @@ def create(session: Session, *, clock: Clock, project_id: str, req: InstanceRequ
     # The name's uniqueness is enforced by the partial unique index when the row is inserted.
     for _ in range(capacity.MAX_CAS_ATTEMPTS):
         hosts = candidate_hosts(session, gpu_slug=gpu.slug, gpu_count=gpu_count, region=region,
-                                hostnode_id=req.hostnode_id, spot=req.spot)
-        options: list[tuple[placement.HostSnapshot, placement.Demand]] = []
+                                hostnode_id=req.hostnode_id, spot=req.spot, min_vcpus=req.vcpus or MIN_VCPUS,
+                                min_memory_gb=req.memory_gb or MIN_MEMORY_GB, disk_gb=req.disk_gb)
+        options = _options(hosts, req, gpu_count)
         by_id = {h.id: h for h in hosts}
-        for host in hosts:
-            demand = demand_on(host, req, gpu_count)
-            price = price_on(host, demand, req.spot)
-            if req.max_price_micros is None or price <= req.max_price_micros:
-                options.append((capacity.snapshot(host, price), demand))
         ranked = placement.rank(options)
         if not ranked:
+            if not options:  # say what the hosts with the GPUs free lack (the query left them out)
+                options = _options(candidate_hosts(session, gpu_slug=gpu.slug, gpu_count=gpu_count, region=region,
+                                                   hostnode_id=req.hostnode_id, spot=req.spot), req, gpu_count)
             short = [lack for host_, demand_ in options if (lack := placement.shortfall(host_, demand_))]
             raise NoCapacity(_no_capacity_detail(session, gpu, gpu_count, region, req, short), param="gpu")
         choice, demand = ranked[0]

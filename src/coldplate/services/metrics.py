@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from coldplate.clock import Clock
@@ -20,9 +20,9 @@ def record(session: Session, *, clock: Clock, host: Hostnode, samples: list[tupl
     ids = {instance_id for instance_id, _ in samples}
     mine = set(session.scalars(select(Instance.id).where(Instance.id.in_(ids), Instance.hostnode_id == host.id)))
     now = clock.now()
-    kept = [MetricSample(instance_id=i, at=now, values=v) for i, v in samples if i in mine]
-    session.add_all(kept)
-    session.flush()
+    kept = [{"instance_id": i, "at": now, "values": v} for i, v in samples if i in mine]
+    if kept:  # one multi-row INSERT for the whole heartbeat, not one per sample
+        session.execute(insert(MetricSample).values(kept))
     return len(kept)
 
 

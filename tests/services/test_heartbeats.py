@@ -1,0 +1,93 @@
+"""Heartbeats at scale: the server names the interval, the liveness pass is one query for every
+host, and a heartbeat's metric samples are one INSERT."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import event, func, select
+
+from coldplate.clock import FakeClock
+from coldplate.db.tables import MetricSample
+from coldplate.loops import hosts as hosts_loop
+from coldplate.services import host_loss, hostnodes, join_tokens
+from coldplate.state import AppState
+from tests.conftest import Fleet, auth
+from tests.hosts import host_info
+
+
+class _Statements:
+    def __init__(self, state: AppState) -> None:
+        self.engine = state.sessions.kw["bind"]
+        self.seen: list[str] = []
+        event.listen(self.engine, "before_cursor_execute", self._on)
+
+    def _on(self, _c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        self.seen.append(statement)
+
+    def __enter__(self) -> _Statements:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._on)
+
+    def count(self, prefix: str, table: str) -> int:
+        return sum(1 for s in self.seen if s.lstrip().upper().startswith(prefix) and table in s)
+
+
+def _hosts(state: AppState, timeouts: list[int]) -> list[str]:
+    with state.tx() as session:
+        _, join = join_tokens.create(session, clock=state.clock, name="t")
+        ids = []
+        for i, timeout in enumerate(timeouts):
+            spec = host_info(f"h{i}", vcpus=64, memory_gb=512, disk_gb=4000, ports=(20000, 20999),
+                             heartbeat_timeout_s=timeout)
+            ids.append(hostnodes.register(session, clock=state.clock, join_token=join, spec=spec,
+                                          credential=None)[0].id)
+        return ids
+
+
+def test_the_liveness_pass_finds_silent_hosts_with_one_query(state: AppState, clock: FakeClock) -> None:
+    ids = _hosts(state, [30, 180] * 150)
+    clock.advance(29)
+    with state.read() as session:
+        assert host_loss.silent_host_ids(session, clock=clock) == []
+    clock.advance(2)
+    with _Statements(state) as statements, state.read() as session:
+        silent = host_loss.silent_host_ids(session, clock=clock)
+    assert sorted(silent) == sorted(ids[0::2])  # the 30 s hosts, not the 180 s ones
+    assert statements.count("SELECT", "hostnodes") == 1  # one query finds them: no host-by-host reads
+    assert hosts_loop.run_once(state) == (150, 0)  # then each goes offline in its own transaction
+    with state.read() as session:
+        statuses = {h.id: h.status for h in hostnodes.list_hostnodes(session)}
+        assert all(statuses[i] == "offline" for i in ids[0::2]) and all(statuses[i] == "online" for i in ids[1::2])
+        assert all(h.assignment_version == 1 for h in hostnodes.list_hostnodes(session) if h.id in silent)
+    clock.advance(150)
+    with state.read() as session:
+        assert sorted(host_loss.silent_host_ids(session, clock=clock)) == sorted(ids[1::2])
+
+
+def test_the_server_names_the_heartbeat_interval_and_derives_the_timeout(fleet: Fleet, state: AppState) -> None:
+    default = fleet.host("d")
+    with state.read() as session:
+        assert hostnodes.get_hostnode(session, default).heartbeat_timeout_s == 180  # three missed beats
+    answer = fleet.heartbeat(default).json()
+    assert answer["heartbeat_interval_seconds"] == 60.0
+    short = fleet.host("s", heartbeat_timeout_seconds=30)  # an agent that asks for a shorter timeout
+    assert fleet.heartbeat(short).json()["heartbeat_interval_seconds"] == 10.0
+
+
+def test_a_heartbeats_metric_samples_are_one_insert(client: TestClient, fleet: Fleet, project_key: str,
+                                                   state: AppState) -> None:
+    host = fleet.host("h")
+    ids = [client.post("/v1/instances", json={"name": f"m{i}", "gpu": "H100"}, headers=auth(project_key)).json()["id"]
+           for i in range(3)]
+    samples = [{"instance_id": i, "values": {"gpu_util_pct": 50.0 + n}} for n, i in enumerate(ids)]
+    samples.append({"instance_id": "inst_not_here", "values": {"gpu_util_pct": 1.0}})
+    with _Statements(state) as statements:
+        assert fleet.client.post("/v1/agent/heartbeat", json={"metrics": samples},
+                                 headers=auth(fleet.tokens[host])).status_code == 200
+    assert statements.count("INSERT", "metric_samples") == 1
+    with state.read() as session:
+        assert session.scalar(select(func.count()).select_from(MetricSample)) == 3
