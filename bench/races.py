@@ -15,17 +15,16 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.races
 
+from tests.pgdb import fresh_database  # noqa: E402
 from tests.races import Racer, pairs, starts_for  # noqa: E402
 
 from coldplate.api.app import create_app  # noqa: E402
@@ -43,17 +42,7 @@ def database(kind: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory() as tmp:
             yield f"sqlite:///{tmp}/races.db"
         return
-    pg = os.environ["COLDPLATE_TEST_POSTGRES_URL"]
-    name = f"cp_races_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(pg.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{pg.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from fresh_database(os.environ["COLDPLATE_TEST_POSTGRES_URL"], "cp_races")
 
 
 def soak(kind: str, seconds: float) -> tuple[Counter[str], Counter[str], list[str]]:

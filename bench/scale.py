@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,8 +43,12 @@ import httpx
 import psutil
 from sqlalchemy import Engine, create_engine, func, insert, select, text
 
-from coldplate.db.tables import Hostnode, Instance
-from coldplate.services.instances import ALL_NONE
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.pgdb
+
+from tests.pgdb import fresh_database  # noqa: E402
+
+from coldplate.db.tables import Hostnode, Instance  # noqa: E402
+from coldplate.services.instances import ALL_NONE  # noqa: E402
 
 ADMIN = "cp_bench_admin"
 MAX_FAILED_CREATES = 5
@@ -283,16 +286,7 @@ def database_url(database: str) -> Iterator[str]:
     pg = os.environ.get("COLDPLATE_TEST_POSTGRES_URL")
     if not pg:
         raise SystemExit("set COLDPLATE_TEST_POSTGRES_URL for --databases postgresql")
-    name = f"cp_scale_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(pg.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{pg.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from fresh_database(pg, "cp_scale")
 
 
 def main() -> None:

@@ -4,14 +4,12 @@ the app behind a TestClient, and helpers that register hosts through the real ag
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 
 from coldplate import protocol
 from coldplate.api.app import create_app
@@ -19,6 +17,7 @@ from coldplate.clock import FakeClock
 from coldplate.server import build_state
 from coldplate.services import projects
 from coldplate.state import AppState, Settings
+from tests.pgdb import fresh_database
 
 ADMIN_KEY = "cp_test_admin_key"
 PG_URL = os.environ.get("COLDPLATE_TEST_POSTGRES_URL")
@@ -26,17 +25,7 @@ PG_URL = os.environ.get("COLDPLATE_TEST_POSTGRES_URL")
 
 def _fresh_postgres() -> Iterator[str]:
     assert PG_URL is not None
-    name = f"cp_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base = PG_URL.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from fresh_database(PG_URL)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

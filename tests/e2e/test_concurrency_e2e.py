@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ADMIN, _wait, free_port, free_port_block
+from tests.threads import at_once
 
 
 @pytest.fixture
@@ -39,20 +39,6 @@ def api(db_url: str, tmp_path: Path) -> Iterator[httpx.Client]:
     assert b"Traceback" not in (tmp_path / "server.log").read_bytes(), "the server logged an unhandled error"
 
 
-def at_once(calls: list[Callable[[], httpx.Response]]) -> list[httpx.Response]:
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        results[i] = calls[i]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def register(api: httpx.Client) -> tuple[str, dict[str, str]]:
