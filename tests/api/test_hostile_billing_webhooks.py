@@ -5,6 +5,8 @@ tenant's instance on the same host still starts, lists and terminates (tests/api
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -17,6 +19,11 @@ NUL, SURROGATE = "a\x00b", "\ud800"
 HOOK = "https://hooks.example.com/x"
 LATE = "9999-12-31T23:59:59-14:00"  # past the last instant a datetime can hold, once in UTC
 EARLY = "0001-01-01T00:00:00%2B14:00"  # before the first one
+
+
+def usage_cursor(*parts: Any) -> str:
+    """A cursor shaped like /v1/usage's (base64 of a JSON list), carrying what the client chose."""
+    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode().rstrip("=")
 
 
 def webhook(**fields: Any) -> dict[str, Any]:
@@ -46,6 +53,7 @@ FAMILIES: dict[str, list[Case]] = {
         ("GET", "/v1/events?cursor=%00", None, 422, "cursor"),
         ("GET", "/v1/usage?instance_id=%00", None, 422, "instance_id"),
         ("GET", "/v1/usage?cursor=%00", None, 422, "cursor"),
+        ("GET", "/v1/usage?cursor=" + usage_cursor("2026-01-01T00:00:00+00:00", NUL), None, 422, "cursor"),
         ("GET", "/v1/costs?month=%00", None, 422, "month"),
         ("GET", "/v1/costs?group_by=%00", None, 422, "group_by"),
         ("GET", "/v1/costs?group_by=label:%00", None, 422, "group_by"),
@@ -63,6 +71,8 @@ FAMILIES: dict[str, list[Case]] = {
         ("PATCH", "/v1/webhooks/{wh}", {"description": SURROGATE}, 422, "description"),
         ("POST", "/v1/join-tokens", {"name": SURROGATE}, 422, "name"),
         ("GET", "/v1/webhooks/%ED%A0%80", None, 422, "webhook_id"),
+        ("GET", "/v1/usage?cursor=" + usage_cursor("2026-01-01T00:00:00+00:00", SURROGATE), None, 422, "cursor"),
+        ("GET", "/v1/usage?cursor=" + usage_cursor("2026-01-01T00:00:00\ud800", "x"), None, 422, "cursor"),
     ],
     "overlong": [
         ("POST", "/v1/webhooks", webhook(url=HOOK + "/" + "x" * 2000), 422, "url"),
@@ -123,6 +133,10 @@ FAMILIES: dict[str, list[Case]] = {
         ("GET", "/v1/webhooks/{wh}/deliveries?cursor=abc", None, 422, "cursor"),
         ("GET", "/v1/events?since=yesterday", None, 422, "since"),
         ("GET", "/v1/events?cursor=-1", None, 422, "cursor"),
+        ("GET", "/v1/events?cursor=%C2%B2", None, 422, "cursor"),  # '²': a digit to str.isdigit, not to int()
+        ("GET", "/v1/webhooks/{wh}/deliveries?cursor=%C2%B2", None, 422, "cursor"),
+        ("GET", "/v1/usage?cursor=" + usage_cursor("9999-12-31T23:59:59-14:00", "x"), None, 422, "cursor"),
+        ("GET", "/v1/usage?cursor=" + usage_cursor("2026-01-01T00:00:00+00:00", "x" * 100), None, 422, "cursor"),
         ("GET", "/v1/usage?until=yesterday", None, 422, "until"),
         ("GET", "/v1/usage?cursor=bm90IGpzb24", None, 422, "cursor"),
         ("GET", "/v1/usage?cursor=WzEsMl0", None, 422, "cursor"),  # [1, 2]: JSON, not a cursor
