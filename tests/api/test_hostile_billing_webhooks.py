@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.hostile import HUGE, World, assert_problem, assert_unharmed, send, world
+from tests.api.hostile import DEEP, HUGE, OVERSIZE, World, assert_problem, assert_unharmed, send, world
 from tests.conftest import ADMIN_KEY, Fleet, auth
 
 NUL, SURROGATE = "a\x00b", "\ud800"
@@ -197,3 +197,20 @@ def test_malformed_credentials_on_the_new_routes_are_401(client: TestClient, aut
                          ("GET", "/v1/join-tokens"), ("POST", "/v1/instances/inst_x/extend"),
                          ("PATCH", "/v1/projects/prj_x")):
         assert_problem(client.request(method, path, headers=headers, json={}), 401)
+
+
+def test_oversize_and_deep_bodies_on_the_new_routes(client: TestClient, fleet: Fleet) -> None:
+    w = world(client, fleet)
+    names = _names(w)
+    before = _state(w)
+    for method, path, key in (("POST", "/v1/webhooks", w.attacker), ("PATCH", "/v1/webhooks/{wh}", w.attacker),
+                              ("POST", "/v1/instances/{iid}/extend", w.attacker),
+                              ("POST", "/v1/join-tokens", ADMIN_KEY), ("PATCH", "/v1/projects/{prj}", ADMIN_KEY)):
+        for name, value in names.items():
+            path = path.replace(name, value)
+        big = '{"description": "' + "x" * OVERSIZE + '"}'
+        assert_problem(send(client, method, path, raw=big, headers=auth(key)), 413)
+        assert_problem(send(client, method, path, raw=DEEP, headers=auth(key)), (400, 422))
+        assert_problem(send(client, method, path, raw='{"hours": NaN, "name": NaN}', headers=auth(key)), 422)
+    assert _state(w) == before
+    assert_unharmed(w)
