@@ -119,7 +119,7 @@ def agent(
 
     if runtime == "sim" and (fleet is not None or hosts is not None):
         specs = load_fleet(fleet or DEMO_FLEET, hosts)
-        need_join_token([s.name for s in specs])
+        need_join_token([s.info.name for s in specs])
         asyncio.run(until_signalled(run_sim_fleet(server_url=server_url, join_token=join_token, specs=specs,
                                                   stop=stop, tokens=tokens, heartbeat_interval=heartbeat_interval)))
         return
