@@ -61,3 +61,18 @@ def test_paths_are_normalised_before_they_are_checked(raw: str, normal: str) -> 
 def test_relative_or_unclean_paths_are_refused(raw: str) -> None:
     with pytest.raises(ValidationError):
         Fields(path=raw)
+
+
+def test_instants_are_taken_to_utc_and_those_utc_cannot_hold_are_refused() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from coldplate.checked import in_utc
+
+    plus2 = timezone(timedelta(hours=2))
+    assert in_utc(datetime(2026, 1, 1, 2, tzinfo=plus2)) == datetime(2026, 1, 1, tzinfo=UTC)
+    assert in_utc(datetime(2026, 1, 1, 2, tzinfo=plus2)).tzinfo is UTC
+    assert in_utc(datetime(2026, 1, 1)) == datetime(2026, 1, 1, tzinfo=UTC)  # naive is UTC
+    for edge in (datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-14))),
+                 datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))):
+        with pytest.raises(ValueError, match="out of range"):
+            in_utc(edge)

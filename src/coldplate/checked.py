@@ -9,9 +9,10 @@ is written, on SQLite as on PostgreSQL.
 from __future__ import annotations
 
 import posixpath
+from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, AwareDatetime, Field
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -36,7 +37,20 @@ def normalised_path(path: str) -> str:
     return "/" + normal.lstrip("/")
 
 
+def in_utc(value: datetime) -> datetime:
+    """The instant in UTC (a naive one is taken as UTC); one that UTC cannot hold (year 1 at +14:00,
+    year 9999 at -14:00) is refused here, not an OverflowError when it is compared or answered."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("is out of range once converted to UTC") from exc
+
+
 SafeStr = Annotated[str, AfterValidator(clean_text)]
+UtcDatetime = Annotated[datetime, AfterValidator(in_utc)]
+AwareUtcDatetime = Annotated[AwareDatetime, AfterValidator(in_utc)]
 Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]

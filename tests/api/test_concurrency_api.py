@@ -78,3 +78,21 @@ def test_concurrent_renames_to_one_name_one_wins_the_other_is_name_taken(client:
         ])
         assert sorted(r.status_code for r in responses) == [200, 409], [r.text for r in responses]
         assert [r.json()["code"] for r in responses if r.status_code == 409] == ["name_taken"]
+
+
+def test_concurrent_extends_all_count_and_charge_once_each(client: TestClient, fleet: Fleet,
+                                                           project_key: str) -> None:
+    """Extend reads the instance locked (in transact): on PostgreSQL, two extends that both read
+    `duration_hours` unlocked lost one of the two updates or wrote the same reservation piece twice."""
+    host = fleet.host("h1", price="3.60")
+    iid = client.post("/v1/instances", json={"name": "r", "gpu": "h100", "duration_hours": 1},
+                      headers=auth(project_key)).json()["id"]
+    fleet.report(host, iid, "starting"), fleet.report(host, iid, "ready")
+    responses = at_once([lambda: client.post(f"/v1/instances/{iid}/extend", json={"hours": 1},
+                                             headers=auth(project_key))] * 6)
+    assert Counter(r.status_code for r in responses) == {200: 6}, [r.text for r in responses if r.status_code != 200]
+    assert sorted(r.json()["duration_hours"] for r in responses) == [2, 3, 4, 5, 6, 7]
+    inst = client.get(f"/v1/instances/{iid}", headers=auth(project_key)).json()
+    assert inst["duration_hours"] == 7 and inst["cost_so_far"] == "25.200000"
+    usage = client.get("/v1/usage", params={"instance_id": iid}, headers=auth(project_key)).json()["data"]
+    assert [(u["kind"], u["seconds"]) for u in usage] == [("reservation", 3600)] * 7

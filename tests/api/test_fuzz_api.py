@@ -3,7 +3,9 @@ SQLite and PostgreSQL, with each of the three kinds of credential (admin key, pr
 token): whatever a client sends, the answer is never a 5xx, and every answer (problems included)
 is what /openapi.json says it is. The apps and their databases are made when this module is
 collected (schemathesis loads the schema then). About 6 examples per operation, credential and
-database: roughly 1,200 calls, about a minute on one core."""
+database: 51 operations, 306 tests, roughly 1,800 calls; 90 s on two shared cores. The project key
+holds every scope but admin, so the billing, webhook and event routes are reached past their scope
+checks (test_each_credential_reaches_the_routes_of_its_scopes)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -111,6 +114,23 @@ def _fuzz(database: str) -> Any:
         case.validate_response(response, checks=CHECKS, headers=headers)
 
     return test
+
+
+def test_each_credential_reaches_the_routes_of_its_scopes() -> None:
+    """Were a scope missing, every case of those routes would stop at the 403 and fuzz nothing."""
+    database = next(iter(SCHEMAS), None)
+    if database is None:
+        pytest.skip("no database")
+    client = TestClient(create_app(STATES[database]))
+    reads = ("/v1/webhooks", "/v1/usage", "/v1/costs", "/v1/events", "/v1/instances")
+    for credential, paths in (("project", reads), ("admin", reads + ("/v1/join-tokens", "/v1/projects"))):
+        headers = {"Authorization": f"Bearer {CREDENTIALS[database][credential]}"}
+        for path in paths:
+            assert client.get(path, headers=headers).status_code == 200, (credential, path)
+    paths = [str(p) for p in SCHEMAS[database].raw_schema["paths"]]
+    for path in ("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", "/v1/instances/{ref}/extend",
+                 "/v1/join-tokens/{token_id}", "/v1/projects/{project_id}"):
+        assert path in paths
 
 
 test_sqlite_answers_match_the_schema = _fuzz("sqlite")

@@ -38,6 +38,16 @@ def test_every_service_error_code_is_registered_with_an_sdk_class() -> None:
         assert issubclass(getattr(sdk, entry.sdk_error), sdk.ColdplateError)
 
 
+def test_codes_set_per_instance_are_registered() -> None:
+    """A join token's refusal carries its reason as the code (the class says only `unauthorized`)."""
+    from coldplate.services.join_tokens import _REFUSALS, JoinTokenRefused
+
+    assert set(_REFUSALS) == {"revoked", "expired", "used_up"}
+    for code, detail in _REFUSALS.values():
+        assert errors.CODES[code].status == 401 and errors.CODES[code].sdk_error == "AuthError"
+        assert JoinTokenRefused(code, detail).code == code
+
+
 def test_every_code_the_api_raises_is_registered_with_its_status() -> None:
     raised = re.findall(r'ApiProblem\(\s*(\d{3}),\s*"([a-z_]+)"', "".join(
         p.read_text() for p in SRC.rglob("*.py")))

@@ -93,6 +93,9 @@ class InstanceOut(Out):
     stopped_at: str | None
     terminated_at: str | None
     expires_at: str | None
+    duration_hours: int | None
+    budget_limit: str | None
+    cost_so_far: str
 
 
 class InstanceList(Out):
@@ -128,6 +131,8 @@ class ProjectOut(Out):
     id: SafeStr
     name: SafeStr
     created_at: str | None
+    monthly_budget: str | None
+    on_budget_exceeded: Literal["block_creates", "stop_instances"] | None
 
 
 class ProjectList(Out):
@@ -153,8 +158,20 @@ class KeyList(Out):
 class JoinTokenOut(Out):
     id: SafeStr
     name: SafeStr
-    token: str
     created_at: str | None
+    expires_at: str | None
+    max_uses: int | None
+    uses: int
+    revoked_at: str | None
+    state: Literal["active", "expired", "used_up", "revoked"]
+
+
+class JoinTokenCreated(JoinTokenOut):
+    token: str
+
+
+class JoinTokenList(Out):
+    data: list[JoinTokenOut]
 
 
 class SshKeyOut(Out):
@@ -251,3 +268,105 @@ class HostnodeList(Out):
 
 class Health(Out):
     status: Literal["ok"]
+
+
+class WebhookOut(Out):
+    id: SafeStr
+    project_id: SafeStr
+    url: SafeStr
+    event_types: list[SafeStr]
+    description: SafeStr
+    enabled: bool
+    disabled_reason: SafeStr | None
+    failing_since: str | None
+    previous_secret_expires_at: str | None
+    created_at: str | None
+    updated_at: str | None
+
+
+class WebhookCreated(WebhookOut):
+    secret: str
+
+
+class WebhookList(Out):
+    data: list[WebhookOut]
+
+
+class DeliveryOut(Out):
+    id: SafeStr
+    webhook_id: SafeStr
+    event_seq: int
+    event_type: SafeStr
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_attempt_at: str | None
+    http_status: int | None
+    latency_ms: int | None
+    response: SafeStr | None
+    error: SafeStr | None
+    next_attempt_at: str | None
+    delivered_at: str | None
+    created_at: str | None
+
+
+class DeliveryList(Out):
+    data: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class ProjectEventOut(Out):
+    """An outbox event as `GET /v1/events` and webhook deliveries carry it."""
+
+    id: SafeStr
+    seq: int
+    type: SafeStr
+    timestamp: str | None
+    data: dict[str, Any]
+
+
+class ProjectEventList(Out):
+    data: list[ProjectEventOut]
+    next_cursor: str | None
+
+
+class UsageEntryOut(Out):
+    id: SafeStr
+    project_id: SafeStr
+    instance_id: SafeStr
+    kind: SafeStr
+    period_start: str | None
+    period_end: str | None
+    seconds: int
+    rate_per_hour: str
+    amount: str
+    gpu_type: SafeStr
+    labels: dict[SafeStr, SafeStr]
+    created_at: str | None
+
+
+class UsageList(Out):
+    data: list[UsageEntryOut]
+    next_cursor: str | None
+
+
+class CostGroupOut(Out):
+    key: SafeStr
+    seconds: int
+    entries: int
+    amount: str
+
+
+class CostsOut(Out):
+    month: str
+    group_by: SafeStr
+    currency: Literal["USD"]
+    groups: list[CostGroupOut]
+    total: str
+
+
+# A route that answers CSV as well as JSON names this in `responses=` (the JSON schema comes from
+# its response_model).
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+          "description": "JSON, or CSV with `Accept: text/csv` or `?format=csv`"},
+}

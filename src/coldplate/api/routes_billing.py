@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import Field
+from sqlalchemy.orm import Session
 
+from coldplate.api import responses
 from coldplate.api.auth import require, scoped_project, state
-from coldplate.api.problems import ApiProblem
-from coldplate.api.schemas import Strict, instance_view
-from coldplate.clock import as_utc, isoformat
+from coldplate.api.problems import PROBLEM_RESPONSES, ApiProblem
+from coldplate.api.query import Cursor, Since, Until
+from coldplate.api.responses import CSV_RESPONSE, CostsOut, InstanceOut, UsageEntryOut, UsageList
+from coldplate.api.schemas import Ref, Strict, instance_view
+from coldplate.checked import SafeStr
+from coldplate.clock import isoformat
 from coldplate.db.tables import LedgerEntry
 from coldplate.domain import billing, pricing
 from coldplate.services import billing as billing_service
@@ -24,7 +28,7 @@ from coldplate.services import costs, instances
 from coldplate.services.billing import MAX_RESERVED_HOURS
 from coldplate.services.projects import Principal
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
 billing_reader = require("billing:read")
 writer = require("instances:write")
 
@@ -61,15 +65,10 @@ def _csv(header: list[str], rows: list[list[Any]], filename: str) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-def _time(value: datetime | None) -> datetime | None:
-    return None if value is None else as_utc(value)
-
-
-@router.get("/usage")
+@router.get("/usage", response_model=UsageList, responses=CSV_RESPONSE)
 def usage(request: Request, principal: Principal = Depends(billing_reader),
-          instance_id: str | None = Query(default=None, max_length=63), since: datetime | None = None,
-          until: datetime | None = None, limit: int = Query(default=100, ge=1, le=1000),
-          cursor: str | None = Query(default=None, max_length=500),
+          instance_id: SafeStr | None = Query(default=None, max_length=63), since: Since = None,
+          until: Until = None, limit: int = Query(default=100, ge=1, le=1000), cursor: Cursor = None,
           format: Literal["json", "csv"] | None = None) -> Any:
     app = state(request)
     with app.read() as session:
@@ -77,8 +76,8 @@ def usage(request: Request, principal: Principal = Depends(billing_reader),
         if instance_id is not None:  # by id or name, and only within the caller's project
             instance_id = instances.get(session, project_id=project_id, ref=instance_id).id
         rows, next_cursor = costs.usage_page(session, project_id=project_id, instance_id=instance_id,
-                                             since=_time(since), until=_time(until), limit=limit, cursor=cursor)
-        views = [entry_view(e) for e in rows]
+                                             since=since, until=until, limit=limit, cursor=cursor)
+        views = responses.rows(rows, entry_view, UsageEntryOut)
     if _wants_csv(request, format):
         return _csv(list(USAGE_COLUMNS), [[v[c] if c != "labels" else ";".join(f"{k}={x}" for k, x in
                                                                               sorted(v["labels"].items()))
@@ -86,10 +85,10 @@ def usage(request: Request, principal: Principal = Depends(billing_reader),
     return {"data": views, "next_cursor": next_cursor}
 
 
-@router.get("/costs")
+@router.get("/costs", response_model=CostsOut, responses=CSV_RESPONSE)
 def month_costs(request: Request, principal: Principal = Depends(billing_reader),
-                month: str | None = Query(default=None, max_length=7), group_by: str = Query(default="instance",
-                                                                                           max_length=200),
+                month: SafeStr | None = Query(default=None, max_length=7),
+                group_by: Annotated[SafeStr, Query(max_length=200)] = "instance",
                 format: Literal["json", "csv"] | None = None) -> Any:
     app = state(request)
     try:
@@ -111,10 +110,15 @@ def month_costs(request: Request, principal: Principal = Depends(billing_reader)
             "total": pricing.format_micros(total)}
 
 
-@router.post("/instances/{ref}/extend")
-def extend(ref: str, body: ExtendIn, request: Request, principal: Principal = Depends(writer)) -> dict[str, Any]:
+@router.post("/instances/{ref}/extend", response_model=InstanceOut)
+def extend(ref: Ref, body: ExtendIn, request: Request, principal: Principal = Depends(writer)) -> dict[str, Any]:
+    """In `transact`, the instance locked first (the one lock order): a lost race or a deadlock
+    with the meter or an agent's report is retried, not a 500."""
     app = state(request)
-    with app.tx() as session:
-        inst = instances.get(session, project_id=scoped_project(principal), ref=ref)
+
+    def extend_(session: Session) -> dict[str, Any]:
+        inst = instances.get(session, project_id=scoped_project(principal), ref=ref, for_update=True)
         billing_service.extend(session, clock=app.clock, inst=inst, hours=body.hours)
         return instance_view(inst, app.clock.now())
+
+    return app.transact(extend_)

@@ -6,14 +6,17 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from coldplate.api import responses
 from coldplate.api.auth import require, state
-from coldplate.api.schemas import JoinTokenIn
+from coldplate.api.problems import PROBLEM_RESPONSES
+from coldplate.api.responses import JoinTokenCreated, JoinTokenList, JoinTokenOut
+from coldplate.api.schemas import JoinTokenIn, Ref
 from coldplate.clock import Clock, isoformat
 from coldplate.db.tables import JoinToken
 from coldplate.services import join_tokens
 from coldplate.services.projects import Principal
 
-router = APIRouter(prefix="/v1/join-tokens")
+router = APIRouter(prefix="/v1/join-tokens", responses=PROBLEM_RESPONSES)
 admin = require("admin")
 
 
@@ -23,7 +26,7 @@ def _token(token: JoinToken, clock: Clock) -> dict[str, Any]:
             "revoked_at": isoformat(token.revoked_at), "state": join_tokens.state_of(token, now=clock.now())}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=JoinTokenCreated)
 def create_join_token(request: Request, body: JoinTokenIn | None = None,
                       _: Principal = Depends(admin)) -> dict[str, Any]:
     app = state(request)
@@ -34,22 +37,23 @@ def create_join_token(request: Request, body: JoinTokenIn | None = None,
         return {**_token(token, app.clock), "token": secret}
 
 
-@router.get("")
+@router.get("", response_model=JoinTokenList)
 def list_join_tokens(request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
     app = state(request)
     with app.read() as session:
-        return {"data": [_token(t, app.clock) for t in join_tokens.list_tokens(session)]}
+        return {"data": responses.rows(join_tokens.list_tokens(session), lambda t: _token(t, app.clock),
+                                       JoinTokenOut)}
 
 
-@router.get("/{token_id}")
-def get_join_token(token_id: str, request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
+@router.get("/{token_id}", response_model=JoinTokenOut)
+def get_join_token(token_id: Ref, request: Request, _: Principal = Depends(admin)) -> dict[str, Any]:
     app = state(request)
     with app.read() as session:
         return _token(join_tokens.get(session, token_id=token_id), app.clock)
 
 
 @router.delete("/{token_id}", status_code=204)
-def revoke_join_token(token_id: str, request: Request, _: Principal = Depends(admin)) -> Response:
+def revoke_join_token(token_id: Ref, request: Request, _: Principal = Depends(admin)) -> Response:
     app = state(request)
     with app.tx() as session:
         join_tokens.revoke(session, clock=app.clock, token_id=token_id)

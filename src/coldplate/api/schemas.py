@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import Path
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from coldplate.checked import REF_PATTERN, AbsolutePath, FiniteFloat, SafeStr
+from coldplate.checked import REF_PATTERN, AbsolutePath, AwareUtcDatetime, FiniteFloat, SafeStr
 from coldplate.clock import isoformat
 from coldplate.db.tables import Hostnode
 from coldplate.domain import pricing
@@ -264,7 +264,7 @@ class KeyIn(Strict):
 
 class JoinTokenIn(Strict):
     name: Name = "agent"
-    expires_at: AwareDatetime | None = None
+    expires_at: AwareUtcDatetime | None = None
     expires_in_hours: FiniteFloat | None = Field(default=None, gt=0, le=24 * 366 * 10)
     max_uses: int | None = Field(default=None, ge=1, le=1_000_000)
 

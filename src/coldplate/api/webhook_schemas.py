@@ -2,39 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from coldplate.api.schemas import Strict
+from coldplate.checked import SafeStr
 from coldplate.clock import isoformat
 from coldplate.db.tables import Webhook, WebhookDelivery
 from coldplate.services.events import EVENT_TYPES
 
 
-def _event_types(types: list[str] | None) -> list[str] | None:
-    for i, value in enumerate(types or []):
-        if value not in EVENT_TYPES:
-            raise ValueError(f"event_types[{i}] {value!r} is not an event type; known: {', '.join(EVENT_TYPES)}")
-    return types
+def _event_type(value: str) -> str:
+    if value not in EVENT_TYPES:
+        raise ValueError(f"{value!r} is not an event type; known: {', '.join(EVENT_TYPES)}")
+    return value
+
+
+EventType = Annotated[SafeStr, Field(max_length=60), AfterValidator(_event_type)]
+EventTypes = Annotated[list[EventType], Field(max_length=len(EVENT_TYPES))]  # empty: every type
+Url = Annotated[SafeStr, Field(min_length=1, max_length=2000)]  # the column's length
+Description = Annotated[SafeStr, Field(max_length=500)]
 
 
 class WebhookIn(Strict):
-    url: str = Field(min_length=1, max_length=2000)
-    event_types: list[str] = Field(default_factory=list, max_length=len(EVENT_TYPES))  # empty: every type
-    description: str = Field(default="", max_length=500)
+    url: Url
+    event_types: EventTypes = Field(default_factory=list)
+    description: Description = ""
     enabled: bool = True
-
-    _types = field_validator("event_types")(_event_types)
 
 
 class WebhookPatch(Strict):
-    url: str | None = Field(default=None, min_length=1, max_length=2000)
-    event_types: list[str] | None = Field(default=None, max_length=len(EVENT_TYPES))
-    description: str | None = Field(default=None, max_length=500)
+    url: Url | None = None
+    event_types: EventTypes | None = None
+    description: Description | None = None
     enabled: bool | None = None
-
-    _types = field_validator("event_types")(_event_types)
 
 
 def webhook_view(hook: Webhook, *, secret: bool = False) -> dict[str, Any]:

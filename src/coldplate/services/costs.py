@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from coldplate.checked import clean_text, in_utc
 from coldplate.clock import as_utc
 from coldplate.db.tables import LedgerEntry
 from coldplate.domain import billing
@@ -57,7 +58,10 @@ def _decode(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         start, last_id = json.loads(raw)
-        return datetime.fromisoformat(start), str(last_id)
+        if not isinstance(start, str) or not isinstance(last_id, str) or len(last_id) > 40:
+            raise ValueError("not a cursor")
+        # what the client sent back is checked like any input: clean text, an instant UTC can hold
+        return in_utc(datetime.fromisoformat(clean_text(start))), clean_text(last_id)
     except (ValueError, TypeError) as exc:
         raise InvalidInput("cursor is not one this API returned", param="cursor") from exc
 

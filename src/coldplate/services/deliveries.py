@@ -163,7 +163,7 @@ def list_page(session: Session, *, hook: Webhook, status: str | None, cursor: st
     if status is not None:
         query = query.where(WebhookDelivery.status == status)
     if cursor is not None:
-        if not cursor.isdigit() or len(cursor) > 18:
+        if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:  # "²" is a digit to isdigit()
             raise InvalidInput("cursor is not one this API returned", param="cursor")
         query = query.where(WebhookDelivery.event_seq < int(cursor))
     rows = list(session.scalars(query.order_by(WebhookDelivery.event_seq.desc()).limit(limit + 1)))

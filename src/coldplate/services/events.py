@@ -68,7 +68,7 @@ def list_page(session: Session, *, project_id: str | None, type: str | None, ins
     if since is not None:
         query = query.where(Event.created_at >= as_utc(since))
     if cursor is not None:
-        if not cursor.isdigit() or len(cursor) > 18:
+        if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:  # "²" is a digit to isdigit()
             raise InvalidInput("cursor is not one this API returned", param="cursor")
         query = query.where(Event.seq > int(cursor))
     rows = list(session.scalars(query.order_by(Event.seq).limit(limit + 1)))
