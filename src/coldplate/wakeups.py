@@ -67,8 +67,9 @@ class Signals:
         """Wait for a wake-up, at most `timeout` seconds."""
         if self.closing:
             return
-        try:
-            await asyncio.wait_for(waiter.wait(), timeout=max(timeout, 0.0))
+        try:  # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancel that meets a wake-up
+            async with asyncio.timeout(max(timeout, 0.0)):
+                await waiter.wait()
         except TimeoutError:
             pass
 

@@ -159,7 +159,8 @@ class Agent:
                 continue
             failures = 0
             try:  # run() cancels this task once `stop` is set
-                await asyncio.wait_for(self._beat_now.wait(), timeout=self.heartbeat_interval * random.uniform(0.9, 1))
+                async with asyncio.timeout(self.heartbeat_interval * random.uniform(0.9, 1)):  # not wait_for:
+                    await self._beat_now.wait()  # 3.11's drops a cancel that meets a wake-up
             except TimeoutError:
                 pass
             self._beat_now.clear()
