@@ -1,6 +1,9 @@
 """coldplate against the dstack server, measured in one run on this machine.
 
-    python bench/peers.py [--calls 200] [--skip-dstack]
+    python bench/peers.py [--calls 200] [--skip-dstack] [--compare REF]
+
+`--compare REF` also measures coldplate as it was at git revision REF (its `src/` extracted with
+`git archive`, nothing checked out), in the same run: the cost of a change on the same machine.
 
 For each server, started fresh on an empty database: cold start (spawn → first authenticated
 list-instances answer), RSS of its process tree after start, list-instances latency p50/p99 over
@@ -150,12 +153,16 @@ async def concurrent(target: Target, base: str, in_flight: int = 100, rounds: in
         return ok / (time.perf_counter() - started), in_flight * rounds - ok
 
 
-def coldplate_target(data_dir: Path) -> Target:
+def coldplate_target(data_dir: Path, src: Path | None = None, name: str = "coldplate") -> Target:
+    """This tree's coldplate, or (`src`) the source of another revision on the same interpreter."""
+    env = {**os.environ, "COLDPLATE_ADMIN_KEY": TOKEN}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     return Target(
-        name="coldplate",
+        name=name,
         command=[sys.executable, "-m", "coldplate", "server", "--host", "127.0.0.1", "--port", "{port}",
                  "--data-dir", str(data_dir)],
-        env={**os.environ, "COLDPLATE_ADMIN_KEY": TOKEN},
+        env=env,
         list_call=lambda base: httpx.Request("GET", f"{base}/v1/instances",
                                              headers={"Authorization": f"Bearer {TOKEN}"}),
     )
@@ -182,14 +189,27 @@ def dstack_version() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def extract_src(ref: str, into: Path) -> Path:
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(root), "archive", ref, "src"], check=True, capture_output=True)
+    into.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--skip-dstack", action="store_true")
+    parser.add_argument("--compare", metavar="REF", help="also measure coldplate at this git revision")
     args = parser.parse_args()
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory() as tmp:
         results["coldplate"] = measure(coldplate_target(Path(tmp) / "coldplate"), args.calls)
+        if args.compare:
+            src = extract_src(args.compare, Path(tmp) / "ref")
+            name = f"@{args.compare[:10]}"
+            results[name] = measure(coldplate_target(Path(tmp) / "ref-data", src, name), args.calls)
         if not args.skip_dstack:
             try:
                 results["dstack"] = measure(dstack_target(Path(tmp) / "dstack"), args.calls)
@@ -199,16 +219,21 @@ def main() -> None:
             ("list p50 (ms)", "p50_ms", "{:.1f}"), ("list p99 (ms)", "p99_ms", "{:.1f}"),
             ("100 concurrent list (req/s)", "concurrent_rps", "{:.0f}"),
             ("  calls failed", "concurrent_failed", "{:d}")]
-    cp, ds = results["coldplate"], results.get("dstack")
-    title = f" (dstack {dstack_version()})" if ds else ""
+    cp = results["coldplate"]
+    others = [name for name in results if name != "coldplate"]
+    title = f" (dstack {dstack_version()})" if "dstack" in results else ""
     load = "wrk, 100 connections, 10 s" if shutil.which("wrk") else "httpx, 5 rounds of 100"
-    print(f"\ncoldplate vs dstack server{title}, {args.calls} sequential list calls, empty fleet; concurrent: {load}")
-    print(f"{'measure':<30}{'coldplate':>11}{'dstack':>10}{'ratio':>8}")
+    print(f"\ncoldplate (this tree) vs {', '.join(others) or 'nothing'}{title}, {args.calls} sequential list calls, "
+          f"empty fleet; concurrent: {load}; ratio: this tree / each other column")
+    print(f"{'measure':<30}{'coldplate':>11}" + "".join(f"{n:>14}{'ratio':>7}" for n in others))
     for label, attr, fmt in rows:
         a = getattr(cp, attr)
-        b = getattr(ds, attr) if ds else None
-        ratio = f"{a / b:.2f}" if b and attr != "concurrent_failed" else "-"
-        print(f"{label:<30}{fmt.format(a):>11}{fmt.format(b) if b is not None else '-':>10}{ratio:>8}")
+        line = f"{label:<30}{fmt.format(a):>11}"
+        for name in others:
+            b = getattr(results[name], attr)
+            ratio = f"{a / b:.2f}" if b and attr != "concurrent_failed" else "-"
+            line += f"{fmt.format(b):>14}{ratio:>7}"
+        print(line)
 
 
 if __name__ == "__main__":
