@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from coldplate import Client
-from tests.e2e.conftest import Cluster, _wait, free_port_block
+from tests.e2e.conftest import Cluster, _wait, agent_env, free_port_block
 from tests.e2e.test_runtimes_e2e import kill_adoptable_workloads
 
 
@@ -27,11 +27,11 @@ def agent(server: Cluster, tmp_path: Path, name: str, *flags: str) -> subprocess
             (tools / tool).symlink_to(found)
     lo = free_port_block(10)
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", server.url, "--join-token",
-                             server.join_token, "--runtime", "process", "--name", name, "--region", "eu",
+    return subprocess.Popen([sys.executable, "-m", "coldplate", "agent", "--server", server.url,
+                             "--runtime", "process", "--name", name, "--region", "eu",
                              "--port-range", f"{lo}-{lo + 9}", "--data-dir", str(tmp_path / name),
                              "--heartbeat-interval", "0.5", *flags],
-                            env={**os.environ, "PATH": str(tools)}, stdout=log, stderr=subprocess.STDOUT)
+                            env={**agent_env(server), "PATH": str(tools)}, stdout=log, stderr=subprocess.STDOUT)
 
 
 def test_without_bubblewrap_only_an_unsandboxed_agent_runs_workloads(server: Cluster, tmp_path: Path) -> None:
