@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import httpx
 import psutil
 import pytest
@@ -106,6 +107,8 @@ def test_a_tenant_cannot_escape(real_agent: tuple[Cluster, str], tmp_path: Path,
         assert int(out) >= 900_000  # an unprivileged uid of its own on the host
     host = attacker_client.hostnodes()[0]
     remapped = "userns" in host.enforced_limits  # a Docker engine with --userns-remap (the hostnode says)
+    if runtime == "docker":  # and says truly: the engine's own account
+        assert remapped == ("name=userns" in docker.from_env().info()["SecurityOptions"])
     if remapped:  # its root is root only inside: an unprivileged uid on the host
         code, out, _ = sh(attacker_client, attacker, "id -u; cat /proc/self/uid_map")
         uid, inside, outside, _count = (int(n) for n in out.split())
