@@ -72,7 +72,9 @@ class Isolation(FromAgent):
     """What keeps this host's instances apart (issue 9): shown on the hostnode and in offers."""
 
     sandbox: Literal["bubblewrap", "docker", "none", "simulated"]
-    enforced_limits: list[Literal["vcpus", "memory_gb", "pids", "disk_gb"]] = Field(default_factory=list, max_length=4)
+    # userns: the workload's root is an unprivileged uid on the host (Docker's user-namespace remapping)
+    enforced_limits: list[Literal["vcpus", "memory_gb", "pids", "disk_gb", "userns"]] = Field(default_factory=list,
+                                                                                            max_length=5)
 
 
 class HostInfo(FromAgent):

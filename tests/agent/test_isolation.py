@@ -5,6 +5,7 @@ settings, and the SSH port that must be ours before an instance is `ready`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from docker.errors import NotFound
 from coldplate.agent.daemon import Agent
 from coldplate.agent.runtimes.base import Assignment, RuntimeFailure
 from coldplate.agent.runtimes.cgroups import Cgroups
-from coldplate.agent.runtimes.docker import DockerRuntime, container_name, network_name
+from coldplate.agent.runtimes.docker import DockerRuntime, container_name, network_name, remaps_root
 from coldplate.agent.runtimes.process import NO_BWRAP, ProcessRuntime
 from coldplate.agent.runtimes.sim import SimRuntime
 from coldplate.agent.ssh import SshGateway
@@ -182,7 +183,9 @@ async def test_containers_are_confined(docker_client: Any, busybox_image: str) -
         assert host["CapDrop"] == ["NET_RAW"] and host["PidsLimit"] == 4096
         assert host["NetworkMode"] == network_name(s) == f"cp-net-{s.project_id}"
         assert host["Memory"] == 2**30 and host["NanoCpus"] == 10**9
-        assert runtime.enforced_limits() == ["memory_gb", "pids", "vcpus"] and runtime.sandbox == "docker"
+        remapped = remaps_root(docker_client.info())
+        assert runtime.enforced_limits() == ["memory_gb", "pids", *(["userns"] if remapped else []), "vcpus"]
+        assert runtime.sandbox == "docker"
         done = await runtime.exec(s.instance_id, ["hostname"], timeout=10)
         assert done.stdout == "confined\n"
         await runtime.delete(s.instance_id)  # the project's last container: its network goes too
@@ -191,6 +194,64 @@ async def test_containers_are_confined(docker_client: Any, busybox_image: str) -
     finally:
         await runtime.delete(s.instance_id)
         await runtime.purge(s.instance_id)
+        remove_project_networks(docker_client)
+
+
+def test_user_namespace_remapping_is_read_from_the_engines_security_options() -> None:
+    """`docker info` of an engine started with --userns-remap (Docker 20.10) and of one without."""
+    remapped = {"SecurityOptions": ["name=seccomp,profile=default", "name=userns"]}
+    plain = {"SecurityOptions": ["name=apparmor", "name=seccomp,profile=default", "name=cgroupns"]}
+    assert remaps_root(remapped) and not remaps_root(plain) and not remaps_root({})
+    assert not remaps_root({"SecurityOptions": ["name=seccomp,profile=/etc/name=userns.json"]})
+
+
+class EngineInfo:
+    """Stands in for the engine only where `info` is read; what it answers is the point of the test."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.answer = info
+
+    def info(self) -> dict[str, Any]:
+        return self.answer
+
+
+def test_a_docker_host_reports_userns_only_where_the_engine_remaps() -> None:
+    with_remap = DockerRuntime(client=EngineInfo({"SecurityOptions": ["name=userns"]}))
+    without = DockerRuntime(client=EngineInfo({"SecurityOptions": ["name=seccomp,profile=default"]}))
+    assert with_remap.enforced_limits() == ["memory_gb", "pids", "userns", "vcpus"]
+    assert without.enforced_limits() == ["memory_gb", "pids", "vcpus"]
+
+
+async def test_container_root_is_not_host_root(docker_client: Any, busybox_image: str) -> None:
+    """The escape a container root would have without remapping: its uid 0 is an unprivileged host
+    uid, what it writes to its workspace belongs to that uid on the host, and the workspace's host
+    directory is closed (0700) to everyone else."""
+    if not remaps_root(docker_client.info()):
+        pytest.skip("this Docker engine does not remap user namespaces (dockerd --userns-remap): "
+                    "its container root is host root, which the hostnode reports")
+    runtime = DockerRuntime(client=docker_client, max_cpus=1)
+    s = Assignment(instance_id=f"inst_i{uuid.uuid4().hex[:10]}", name="rooted", desired="running",
+                   status="provisioning", image=busybox_image, cmd=["sleep", "3600"], vcpus=1, memory_gb=1,
+                   project_id=f"prj_{uuid.uuid4().hex[:8]}", volumes=[{"name": "data", "mount_path": "/data"}])
+    try:
+        await runtime.start(s)
+        done = await runtime.exec(s.instance_id, ["sh", "-c", "id -u; cat /proc/self/uid_map; "
+                                                  "echo x > /workspace/mine; echo y > /data/mine"], timeout=10)
+        assert done.exit_code == 0, done.stderr
+        uid, inside, outside, count = (int(n) for n in done.stdout.split())
+        assert uid == 0 and inside == 0 and outside >= 1000 and count >= 1
+        assert "userns" in runtime.enforced_limits()
+        mounts = {m["Destination"]: Path(m["Source"])
+                  for m in docker_client.containers.get(container_name(s.instance_id)).attrs["Mounts"]}
+        for where in ("/workspace", "/data"):
+            folder = mounts[where]
+            assert (folder / "mine").stat().st_uid == outside != 0
+            assert folder.stat().st_uid == outside and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    finally:
+        await runtime.delete(s.instance_id)
+        await runtime.purge(s.instance_id)
+        with contextlib.suppress(NotFound):
+            docker_client.volumes.get(f"cp-{s.project_id}-vol-data").remove(force=True)
         remove_project_networks(docker_client)
 
 

@@ -12,13 +12,17 @@ def test_registration_reports_the_sandbox_and_limits(client: TestClient, fleet: 
     boxed = fleet.host("boxed", isolation={"sandbox": "bubblewrap", "enforced_limits": ["vcpus", "memory_gb"]})
     bare = fleet.host("bare", price="1.00", isolation={"sandbox": "none"})
     legacy = fleet.host("legacy", price="3.00")  # an agent from before issue 9 says nothing
-    views = {h: client.get(f"/v1/hostnodes/{h}").json() for h in (boxed, bare, legacy)}
+    remapped = fleet.host("remapped", price="4.00",
+                          isolation={"sandbox": "docker", "enforced_limits": ["vcpus", "userns", "pids"]})
+    views = {h: client.get(f"/v1/hostnodes/{h}").json() for h in (boxed, bare, legacy, remapped)}
+    assert (views[remapped]["sandbox"], views[remapped]["enforced_limits"]) == ("docker",
+                                                                               ["pids", "userns", "vcpus"])
     assert (views[boxed]["sandbox"], views[boxed]["enforced_limits"]) == ("bubblewrap", ["memory_gb", "vcpus"])
     assert (views[bare]["sandbox"], views[bare]["enforced_limits"]) == ("none", [])
     assert (views[legacy]["sandbox"], views[legacy]["enforced_limits"]) == (None, [])
     offers = client.get("/v1/offers", params={"gpu": "h100"}).json()["data"]
     assert {o["hostnode_name"]: o["sandbox"] for o in offers} == {"bare": "none", "boxed": "bubblewrap",
-                                                                   "legacy": None}
+                                                                   "legacy": None, "remapped": "docker"}
 
 
 def test_a_re_registration_updates_what_it_reports(client: TestClient, fleet: Fleet) -> None:

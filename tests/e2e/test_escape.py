@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import httpx
 import psutil
 import pytest
@@ -104,6 +105,14 @@ def test_a_tenant_cannot_escape(real_agent: tuple[Cluster, str], tmp_path: Path,
         assert caps == 0
         code, out, _ = sh(attacker_client, attacker, "id -u")
         assert int(out) >= 900_000  # an unprivileged uid of its own on the host
+    host = attacker_client.hostnodes()[0]
+    remapped = "userns" in host.enforced_limits  # a Docker engine with --userns-remap (the hostnode says)
+    if runtime == "docker":  # and says truly: the engine's own account
+        assert remapped == ("name=userns" in docker.from_env().info()["SecurityOptions"])
+    if remapped:  # its root is root only inside: an unprivileged uid on the host
+        code, out, _ = sh(attacker_client, attacker, "id -u; cat /proc/self/uid_map")
+        uid, inside, outside, _count = (int(n) for n in out.split())
+        assert uid == 0 == inside and outside >= 1000, out
 
     # host files: a root-only file, the admin key, the database, the agent's SSH host key
     assert Path("/etc/shadow").exists() and (server_dir / "admin-key").exists()
@@ -147,8 +156,9 @@ def test_a_tenant_cannot_escape(real_agent: tuple[Cluster, str], tmp_path: Path,
     size = host_file.stat().st_size
     attempts = ["echo x >> /usr/lib/openssh/sftp-server", "touch /usr/escape"] if runtime == "process" \
         else ["echo x >> /.coldplate/sftp/sftp-server"]
-    refusal = "Read-only file system|Permission denied" if runtime == "process" else "Read-only file system"
-    for attempt in attempts:  # (the process runtime's uid owns no system file: two barriers, either answers)
+    two_barriers = runtime == "process" or remapped
+    refusal = "Read-only file system|Permission denied" if two_barriers else "Read-only file system"
+    for attempt in attempts:  # (an unprivileged host uid owns no system file: two barriers, either answers)
         code, out, err = sh(attacker_client, attacker, attempt)
         assert code != 0 and re.search(refusal, err), (attempt, err)
     assert host_file.stat().st_size == size and not Path("/usr/escape").exists()

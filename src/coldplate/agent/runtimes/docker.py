@@ -8,7 +8,10 @@ first use, kept after the instance) at their mount paths. Isolation: never privi
 `no-new-privileges`, Docker's default capabilities minus NET_RAW, a PID limit, its vCPU and
 memory limits, and the bridge network `cp-net-<project>` of its project, so another tenant's
 containers cannot reach its unpublished ports. SSH forwards connect from inside its network
-namespace (`netns.py`).
+namespace (`netns.py`). Root in the container is root on the host unless the engine remaps user
+namespaces (`dockerd --userns-remap`): the runtime detects that and reports it (`userns` among the
+hostnode's enforced limits) or warns that it is missing. Its volumes are closed (0700) to everyone
+on the host but their owner, the container's (remapped) root.
 `delete` removes the container; `purge` removes the workspace volume at the end of the retention
 period. The SDK is blocking, so every call runs in a thread.
 """
@@ -88,6 +91,12 @@ def sftp_mounts(server: str = "/usr/lib/openssh/sftp-server") -> list[Mount]:
     return mounts
 
 
+def remaps_root(info: dict[str, Any]) -> bool:
+    """Whether the engine (its `docker info`) runs containers in a remapped user namespace, so that
+    their root is an unprivileged uid on the host: SecurityOptions then holds `name=userns`."""
+    return any("name=userns" in str(option).split(",") for option in info.get("SecurityOptions") or [])
+
+
 def network_name(spec: Assignment) -> str:
     """One bridge network per project: its instances reach each other, and no one else's."""
     return f"cp-net-{spec.project_id or spec.instance_id}"
@@ -106,6 +115,18 @@ class DockerRuntime:
         # The containers of this hostnode: another agent on the same engine has its own, and this
         # agent stops every container of its host that the server no longer assigns to it.
         self.labels = {HOST_LABEL: host}
+        self.userns = self._remaps_root()
+
+    def _remaps_root(self) -> bool:
+        try:
+            remapped = remaps_root(cast(dict[str, Any], self.client.info()))
+        except (APIError, OSError, docker.errors.DockerException) as exc:
+            log.warning("could not ask the Docker engine whether it remaps user namespaces: %s", exc)
+            return False
+        if not remapped:
+            log.warning("this Docker engine does not remap user namespaces: root in a container is root on "
+                        "the host; start dockerd with --userns-remap=default")
+        return remapped
 
     async def start(self, spec: Assignment) -> None:
         launching = asyncio.ensure_future(asyncio.to_thread(self._launch, spec))
@@ -134,7 +155,19 @@ class DockerRuntime:
             container.start()
         except APIError as exc:
             raise self._failure("the container could not start", exc, gpus=bool(spec.gpu_indices)) from exc
+        self._close_volumes(container)
         return container
+
+    @staticmethod
+    def _close_volumes(container: Any) -> None:
+        """Its volumes' host directories to mode 0700: their owner is the container's root (the
+        remapped uid, which the engine made their owner) and no one else on the host. Done after the
+        start, since the engine copies an image directory's mode onto an empty volume when it mounts it."""
+        container.reload()
+        for mount in container.attrs.get("Mounts") or []:
+            if mount.get("Type") == "volume" and mount.get("Source"):
+                with contextlib.suppress(OSError):  # an engine on another machine: its paths are not here
+                    os.chmod(mount["Source"], 0o700)
 
     def _failure(self, what: str, exc: APIError, *, gpus: bool) -> RuntimeFailure:
         """The engine's refusal as the user reads it; a GPU request to an engine without GPU support says so."""
@@ -354,7 +387,8 @@ class DockerRuntime:
         return await netns.open_connection_in(pid, host, port)
 
     def enforced_limits(self) -> list[str]:
-        return ["memory_gb", "pids", "vcpus"]  # disk: measured (quotas need overlay2 on xfs with pquota)
+        # disk: measured (quotas need overlay2 on xfs with pquota)
+        return ["memory_gb", "pids", *(["userns"] if self.userns else []), "vcpus"]
 
     def _pid(self, instance_id: str) -> int:
         try:
