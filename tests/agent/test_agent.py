@@ -238,7 +238,10 @@ async def test_stop_wins_over_a_start_still_booting() -> None:
     server = StandInServer([[assignment("provisioning", "running")], [assignment("draining", "stopped")]])
     runtime = RecordingRuntime(hang=True)
     await run_agent(server, runtime, lambda: ("inst_1", "stopped") in server.reports)
-    assert server.reports == [("inst_1", "starting"), ("inst_1", "stopped")]
+    # The stand-in never applies reports, so its next answer still says draining and an agent that
+    # polls again before the test stops it says `stopped` again: a repeat the server ignores.
+    distinct = [r for i, r in enumerate(server.reports) if i == 0 or r != server.reports[i - 1]]
+    assert distinct == [("inst_1", "starting"), ("inst_1", "stopped")]
     assert runtime.cancelled_starts == 1 and runtime.instances == {"inst_1": "exited"}
 
 
