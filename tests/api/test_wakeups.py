@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, make_url, text
+from sqlalchemy import make_url, text
 
 from coldplate.api.app import create_app
 from coldplate.clock import FakeClock
@@ -24,6 +24,7 @@ from coldplate.state import AppState, Settings
 from coldplate.wakeups import Signals
 from tests.conftest import PG_URL, _fresh_postgres
 from tests.hosts import host_info
+from tests.statements import Statements
 
 
 def _register(state: AppState, count: int) -> list[tuple[str, str]]:
@@ -66,20 +67,6 @@ async def _until(predicate: Any, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
-class _StatementCount:
-    def __init__(self, state: AppState) -> None:
-        self.engine = state.sessions.kw["bind"]
-        self.statements: list[str] = []
-        event.listen(self.engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "pg_notify" not in statement:  # the PostgreSQL listener's own liveness ping
-            self.statements.append(statement)
-
-    def close(self) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._seen)
-
-
 def test_thundering_herd_one_change_wakes_one_of_1000_and_idle_polls_read_nothing(state: AppState) -> None:
     hosts = _register(state, 1000)
 
@@ -91,17 +78,14 @@ def test_thundering_herd_one_change_wakes_one_of_1000_and_idle_polls_read_nothin
             await _until(lambda: state.signals.waiting() == 1000 and all(
                 state.signals.known_version(host_id) is not None for host_id, _ in hosts), timeout=120)
             await asyncio.sleep(0.2)  # the last reads' transactions end
-            count = _StatementCount(state)
-            try:
+            with Statements(state) as statements:
                 await asyncio.sleep(1.5)  # the old long-poll re-read each host every second
-                assert count.statements == [], "an idle long-poll touched the database"
+                assert statements.seen == [], "an idle long-poll touched the database"
                 _bump(state, hosts[417][0])
-                changed = count.statements[:]
+                changed = statements.seen[:]
                 woken = await asyncio.wait_for(polls[417], timeout=10)
                 await asyncio.sleep(0.3)
-                reads = count.statements[len(changed):]
-            finally:
-                count.close()
+                reads = statements.seen[len(changed):]
             assert woken.status_code == 200 and woken.json()["version"] == version + 1
             assert sum(p.done() for p in polls) == 1
             assert len(reads) <= 4, reads  # one host's read: the host, its assignments, its tasks
@@ -119,15 +103,12 @@ def test_asking_again_with_the_same_version_waits_without_a_read(state: AppState
         async with _running(state) as client:
             version = (await _poll(client, token, since=-1, wait=0)).json()["version"]
             assert (await _poll(client, token, since=version, wait=0.2)).json()["version"] == version
-            count = _StatementCount(state)
-            try:
+            with Statements(state) as statements:
                 poll = asyncio.create_task(_poll(client, token, since=version, wait=0.5))
                 await asyncio.sleep(0.2)
-                assert not [s for s in count.statements if "instances" in s]
+                assert not [s for s in statements.seen if "instances" in s]
                 _bump(state, host_id)
                 assert (await poll).json()["version"] == version + 1  # the remembered version was forgotten
-            finally:
-                count.close()
 
     asyncio.run(main())
 

@@ -3,10 +3,8 @@ host, and a heartbeat's metric samples are one INSERT."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi.testclient import TestClient
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from coldplate.clock import FakeClock
 from coldplate.db.tables import MetricSample
@@ -15,25 +13,7 @@ from coldplate.services import host_loss, hostnodes, join_tokens
 from coldplate.state import AppState
 from tests.conftest import Fleet, auth
 from tests.hosts import host_info
-
-
-class _Statements:
-    def __init__(self, state: AppState) -> None:
-        self.engine = state.sessions.kw["bind"]
-        self.seen: list[str] = []
-        event.listen(self.engine, "before_cursor_execute", self._on)
-
-    def _on(self, _c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        self.seen.append(statement)
-
-    def __enter__(self) -> _Statements:
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._on)
-
-    def count(self, prefix: str, table: str) -> int:
-        return sum(1 for s in self.seen if s.lstrip().upper().startswith(prefix) and table in s)
+from tests.statements import Statements
 
 
 def _hosts(state: AppState, timeouts: list[int]) -> list[str]:
@@ -54,7 +34,7 @@ def test_the_liveness_pass_finds_silent_hosts_with_one_query(state: AppState, cl
     with state.read() as session:
         assert host_loss.silent_host_ids(session, clock=clock) == []
     clock.advance(2)
-    with _Statements(state) as statements, state.read() as session:
+    with Statements(state) as statements, state.read() as session:
         silent = host_loss.silent_host_ids(session, clock=clock)
     assert sorted(silent) == sorted(ids[0::2])  # the 30 s hosts, not the 180 s ones
     assert statements.count("SELECT", "hostnodes") == 1  # one query finds them: no host-by-host reads
@@ -85,7 +65,7 @@ def test_a_heartbeats_metric_samples_are_one_insert(client: TestClient, fleet: F
            for i in range(3)]
     samples = [{"instance_id": i, "values": {"gpu_util_pct": 50.0 + n}} for n, i in enumerate(ids)]
     samples.append({"instance_id": "inst_not_here", "values": {"gpu_util_pct": 1.0}})
-    with _Statements(state) as statements:
+    with Statements(state) as statements:
         assert fleet.client.post("/v1/agent/heartbeat", json={"metrics": samples},
                                  headers=auth(fleet.tokens[host])).status_code == 200
     assert statements.count("INSERT", "metric_samples") == 1
