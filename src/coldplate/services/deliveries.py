@@ -1,9 +1,11 @@
 """Webhook deliveries: fan-out from the outbox, claim under a lease, record each attempt.
 
-The lease is the pattern every loop that calls out uses (a shared helper is planned): claim rows
+The lease is the one of `services/leases.py` (which rows are free is `leases.free`): claim rows
 with `FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite has one writer), stamp `lease_owner` and
 `lease_expires_at`, commit, call out with no transaction open, then write the result with an
-update guarded by the owner. A dispatcher that dies mid-call leaves a lease that expires; the
+update guarded by the owner. The claim and the record are written here rather than with
+`leases.claim`/`leases.finish` because a round claims in due order with its webhooks joined and
+records a whole round in one transaction. A dispatcher that dies mid-call leaves a lease that expires; the
 delivery is then sent again under the same `webhook-id` (at least once)."""
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, or_, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from coldplate.clock import Clock, as_utc
 from coldplate.db.tables import Event, Webhook, WebhookDelivery
 from coldplate.domain import webhook_retry
 from coldplate.ids import new_id
-from coldplate.services import events, webhooks
-from coldplate.services.errors import InvalidInput, InvalidState, NotFound
+from coldplate.services import events, leases, webhooks
+from coldplate.services.errors import InvalidState, NotFound
 
 DELIVERIES = cast(Table, WebhookDelivery.__table__)
 RESPONSE_EXCERPT = 1024
@@ -83,7 +85,7 @@ def claim(session: Session, *, clock: Clock, owner: str, limit: int, lease: time
     rows = list(session.scalars(
         select(WebhookDelivery).join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
         .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now,
-               or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now),
+               leases.free(WebhookDelivery, now),
                Webhook.enabled.is_(True))
         .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.event_seq).limit(limit)
         .with_for_update(skip_locked=True, of=WebhookDelivery)))
@@ -163,9 +165,7 @@ def list_page(session: Session, *, hook: Webhook, status: str | None, cursor: st
     if status is not None:
         query = query.where(WebhookDelivery.status == status)
     if cursor is not None:
-        if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:  # "²" is a digit to isdigit()
-            raise InvalidInput("cursor is not one this API returned", param="cursor")
-        query = query.where(WebhookDelivery.event_seq < int(cursor))
+        query = query.where(WebhookDelivery.event_seq < events.seq_cursor(cursor))
     rows = list(session.scalars(query.order_by(WebhookDelivery.event_seq.desc()).limit(limit + 1)))
     next_cursor = str(rows[limit - 1].event_seq) if len(rows) > limit else None
     return rows[:limit], next_cursor

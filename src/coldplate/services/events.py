@@ -55,6 +55,13 @@ def body(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True)
 
 
+def seq_cursor(cursor: str) -> int:
+    """An event `seq` a list answered as its cursor (events and webhook deliveries page by it)."""
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:  # "²" is a digit to isdigit()
+        raise InvalidInput("cursor is not one this API returned", param="cursor")
+    return int(cursor)
+
+
 def list_page(session: Session, *, project_id: str | None, type: str | None, instance_id: str | None,
               since: datetime | None, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
     """Oldest first (by `seq`); the cursor is the last `seq` returned."""
@@ -68,9 +75,7 @@ def list_page(session: Session, *, project_id: str | None, type: str | None, ins
     if since is not None:
         query = query.where(Event.created_at >= as_utc(since))
     if cursor is not None:
-        if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:  # "²" is a digit to isdigit()
-            raise InvalidInput("cursor is not one this API returned", param="cursor")
-        query = query.where(Event.seq > int(cursor))
+        query = query.where(Event.seq > seq_cursor(cursor))
     rows = list(session.scalars(query.order_by(Event.seq).limit(limit + 1)))
     next_cursor = str(rows[limit - 1].seq) if len(rows) > limit else None
     return render_all(session, rows[:limit]), next_cursor
