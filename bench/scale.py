@@ -121,11 +121,12 @@ class Plane:
             proc.wait(timeout=30)
 
     def start_fleet(self, hosts: int, shards: int, fleet_file: Path, token: str) -> None:
-        for i in range(shards):
+        env = {**os.environ, "COLDPLATE_JOIN_TOKEN": token}
+        for i in range(shards):  # each shard keeps its hosts' agent tokens in a data directory of its own
             self.fleets.append(subprocess.Popen(
                 [sys.executable, "-m", "coldplate", "agent", "--server", self.urls[i % len(self.urls)],
-                 "--join-token", token, "--runtime", "sim", "--fleet", str(fleet_file), "--hosts", str(hosts),
-                 "--shard", f"{i}/{shards}"], stdout=self.log, stderr=self.log))
+                 "--runtime", "sim", "--fleet", str(fleet_file), "--hosts", str(hosts), "--shard", f"{i}/{shards}",
+                 "--data-dir", str(self.data_dir / f"fleet-{i}")], env=env, stdout=self.log, stderr=self.log))
 
     def close(self) -> None:
         for proc in [*self.fleets, *self.servers]:
@@ -193,7 +194,8 @@ def bulk_instances(engine: Engine, project_id: str, total: int, live: int) -> No
                 disk_gb=20, hostnode_id=host_ids[i % len(host_ids)] if alive else None, region="eu",
                 image="busybox", env={}, ssh_keys=[], ports=[], volumes=[], labels={}, spot=False,
                 price_micros=2_290_000, grace_seconds=60, force=False, created_at=created, updated_at=created,
-                terminated_at=None if alive else created))
+                terminated_at=None if alive else created, budget_alerted=0, seg_no=0, seg_billed_s=0,
+                billed_micros=0, version=1))
             if len(rows) == 5000:
                 conn.execute(insert(Instance), rows)
                 rows = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 
 from coldplate.api.app import create_app
 from coldplate.clock import Clock, SystemClock
+from coldplate.collector import collect_rarely
 from coldplate.db.engine import make_engine, make_sessionmaker, migrate, sqlite_url
 from coldplate.files import create_private, private_dir, tighten, write_private
 from coldplate.loops.runner import start_all
@@ -58,7 +60,11 @@ def make_server_app(*, data_dir: Path, url: str | None,
                     settings: Settings | None = None) -> tuple[FastAPI, AppState, str | None]:
     app_state = build_state(database_url(data_dir, url), settings=settings)
     created = bootstrap_admin(app_state, data_dir=data_dir, env_key=os.environ.get("COLDPLATE_ADMIN_KEY"))
-    background = start_all if app_state.settings.run_loops else None
+
+    def background(state: AppState) -> list[asyncio.Task[None]]:
+        loops = start_all(state) if state.settings.run_loops else []
+        return [*loops, asyncio.create_task(collect_rarely())]
+
     return create_app(app_state, background=background), app_state, created
 
 

@@ -3,9 +3,10 @@
 
 A waiting long-poll costs nothing: it sleeps until its key is notified (a commit in this process,
 or, on PostgreSQL, a NOTIFY from another replica relayed by `coldplate.pg_wakeups`) or its
-deadline. Each host's last seen assignment version is remembered here, so an agent asking again
-with the version it already has waits without reading the database; a notification for the host
-forgets the version, so the next ask reads it afresh."""
+deadline. Each host's last answer (its assignments as of a version) is remembered here, so an agent
+asking again with the version it already has waits without reading the database, and a deadline
+passing answers without reading it either; a notification for the host forgets the answer, so the
+next ask reads it afresh."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ class Signals:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closing = False
-        self._versions: dict[str, int] = {}  # key → last assignment version read, while no commit touched it
-        self._stamp = 0  # counts notifications; a read records a version only if its key was not touched since
+        self._known: dict[str, object] = {}  # key → the last read of it, while no commit touched it
+        self._stamp = 0  # counts notifications; a read is remembered only if its key was not touched since
         self._touched_at: dict[str, int] = {}  # key with waiters → stamp of its last notification
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -57,10 +58,10 @@ class Signals:
 
     def reset(self) -> None:
         """Notifications may have been missed (a listener reconnected): forget every remembered
-        version and wake every waiter, so each reads its state afresh once."""
+        read and wake every waiter, so each reads its state afresh once."""
         with self._lock:
             keys = set(self._waiters)
-            self._versions.clear()
+            self._known.clear()
         self.notify(keys)
 
     async def wait(self, waiter: asyncio.Event, timeout: float) -> None:
@@ -78,22 +79,23 @@ class Signals:
         with self._lock:
             return self._stamp
 
-    def known_version(self, key: str) -> int | None:
+    def known(self, key: str) -> object | None:
+        """The last read remembered for `key`, if no commit has touched the key since."""
         with self._lock:
-            return self._versions.get(key)
+            return self._known.get(key)
 
-    def remember(self, key: str, version: int, stamp: int) -> None:
-        """Record the version a read returned, unless the key was notified after `stamp` was taken
+    def remember(self, key: str, read: object, stamp: int) -> None:
+        """Keep what a read of `key` returned, unless the key was notified after `stamp` was taken
         (the read may predate that commit). Call only while subscribed to the key."""
         with self._lock:
             if self._touched_at.get(key, -1) <= stamp:
-                self._versions[key] = version
+                self._known[key] = read
 
     def notify(self, keys: set[str]) -> None:
         with self._lock:
             self._stamp += 1
             for key in keys:
-                self._versions.pop(key, None)
+                self._known.pop(key, None)
                 if key in self._waiters:
                     self._touched_at[key] = self._stamp
             hit = [w for k in keys for w in self._waiters.get(k, ())]

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import make_url, text
 
+from coldplate import protocol
 from coldplate.api.app import create_app
 from coldplate.clock import FakeClock
 from coldplate.pg_wakeups import PgListener, libpq_url, notify_keys
@@ -76,7 +77,7 @@ def test_thundering_herd_one_change_wakes_one_of_1000_and_idle_polls_read_nothin
             version = first.json()["version"]
             polls = [asyncio.create_task(_poll(client, token, since=version)) for _, token in hosts]
             await _until(lambda: state.signals.waiting() == 1000 and all(
-                state.signals.known_version(host_id) is not None for host_id, _ in hosts), timeout=120)
+                state.signals.known(host_id) is not None for host_id, _ in hosts), timeout=120)
             await asyncio.sleep(0.2)  # the last reads' transactions end
             with Statements(state) as statements:
                 await asyncio.sleep(1.5)  # the old long-poll re-read each host every second
@@ -113,18 +114,33 @@ def test_asking_again_with_the_same_version_waits_without_a_read(state: AppState
     asyncio.run(main())
 
 
+def test_a_deadline_with_nothing_changed_answers_without_a_read(state: AppState) -> None:
+    [(host_id, token)] = _register(state, 1)
+
+    async def main() -> None:
+        async with _running(state) as client:
+            first = (await _poll(client, token, since=-1, wait=0)).json()
+            with Statements(state) as statements:
+                again = await _poll(client, token, since=first["version"], wait=0.3)
+            assert again.status_code == 200 and again.json() == first
+            assert statements.count("SELECT", "instances") == 0 and statements.count("SELECT", "agent_tasks") == 0
+            assert statements.count("SELECT", "hostnodes") == 1  # the token: nothing else
+
+    asyncio.run(main())
+
+
 def test_a_version_read_before_a_commit_is_not_remembered_after_it() -> None:
     signals = Signals()
     signals.subscribe("hn_1")
     stamp = signals.stamp()
     signals.notify({"hn_1"})  # a commit lands while the read is in flight
     signals.remember("hn_1", 3, stamp)
-    assert signals.known_version("hn_1") is None
+    assert signals.known("hn_1") is None
     stamp = signals.stamp()
     signals.remember("hn_1", 4, stamp)
-    assert signals.known_version("hn_1") == 4
+    assert signals.known("hn_1") == 4
     signals.reset()
-    assert signals.known_version("hn_1") is None
+    assert signals.known("hn_1") is None
 
 
 # PostgreSQL: two replicas on one database.
@@ -162,7 +178,8 @@ def test_a_commit_on_another_replica_wakes_the_long_poll(replicas: tuple[AppStat
             assert b.listener is not None
             await _until(b.listener.connected.is_set)
             version = (await _poll(client, token, since=-1, wait=0)).json()["version"]
-            assert b.signals.known_version(host_id) == version  # b would wait without reading
+            known = b.signals.known(host_id)  # b would wait without reading
+            assert isinstance(known, protocol.Assignments) and known.version == version
             poll = asyncio.create_task(_poll(client, token, since=version, wait=30))
             await _until(lambda: b.signals.waiting() == 1)
             started = time.monotonic()

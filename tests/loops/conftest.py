@@ -28,14 +28,17 @@ class World:
             self.project_id = projects.create_project(session, clock=state.clock, name="loops").id
             self.join_token = join_tokens.create(session, clock=state.clock, name="loops")[1]
         self._ports = 20000
+        self.tokens: dict[str, str] = {}  # hostnode id → its agent token
 
     def host(self, name: str, *, gpus: int = 8, heartbeat_timeout_s: int = 30) -> str:
         spec = host_info(name, gpus=gpus, ports=(self._ports, self._ports + 99),
                          heartbeat_timeout_s=heartbeat_timeout_s)
         self._ports += 100
         with self.state.tx() as session:
-            return hostnodes.register(session, clock=self.state.clock, join_token=self.join_token, spec=spec,
-                                      credential=None)[0].id
+            host, token = hostnodes.register(session, clock=self.state.clock, join_token=self.join_token, spec=spec,
+                                             credential=None)
+        self.tokens[host.id] = token
+        return host.id
 
     def instance(self, name: str, *, host_id: str | None = None, max_hours: float | None = None) -> str:
         req = InstanceRequest(name=name, gpu="h100", hostnode_id=host_id, max_hours=max_hours)
@@ -45,7 +48,7 @@ class World:
     def heartbeat(self, *host_ids: str) -> None:
         with self.state.tx() as session:
             for host_id in host_ids:
-                hostnodes.heartbeat(session, clock=self.state.clock, host=hostnodes.get_hostnode(session, host_id))
+                hostnodes.heartbeat(session, clock=self.state.clock, token=self.tokens[host_id])
 
     def get(self, instance_id: str) -> Instance:
         with self.state.read() as session:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from coldplate.clock import FakeClock
-from coldplate.db.tables import MetricSample
+from coldplate.clock import FakeClock, as_utc
+from coldplate.db.tables import Event, MetricSample
 from coldplate.loops import hosts as hosts_loop
 from coldplate.services import host_loss, hostnodes, join_tokens
 from coldplate.state import AppState
@@ -71,3 +71,22 @@ def test_a_heartbeats_metric_samples_are_one_insert(client: TestClient, fleet: F
     assert statements.count("INSERT", "metric_samples") == 1
     with state.read() as session:
         assert session.scalar(select(func.count()).select_from(MetricSample)) == 3
+
+
+def test_an_online_hosts_heartbeat_is_one_update_and_an_offline_one_comes_back_with_an_event(
+        fleet: Fleet, state: AppState, clock: FakeClock) -> None:
+    host = fleet.host("h")
+    clock.advance(5)
+    with Statements(state) as statements:
+        assert fleet.heartbeat(host).json()["status"] == "online"
+    assert [s.split()[0].upper() for s in statements.seen if "hostnodes" in s] == ["UPDATE"]  # token checked in it
+    with state.read() as session:
+        assert as_utc(hostnodes.get_hostnode(session, host).last_heartbeat_at) == clock.now()
+    clock.advance(600)
+    assert hosts_loop.run_once(state) == (1, 0)
+    assert fleet.heartbeat(host).json()["status"] == "online"
+    with state.read() as session:
+        back = session.scalars(select(Event).where(Event.type == "hostnode.online")).all()
+    assert [e.data["hostnode_id"] for e in back] == [host]
+    wrong = fleet.client.post("/v1/agent/heartbeat", json={"metrics": []}, headers=auth("cpa_not_a_token"))
+    assert wrong.status_code == 401 and wrong.headers["content-type"] == "application/problem+json"

@@ -29,7 +29,7 @@ def register(state: AppState, name: str, *, join_token: str | None = None,
 def token_works(state: AppState, token: str) -> str | None:
     with state.read() as session:
         try:
-            return hostnodes.authenticate_agent(session, token=token).id
+            return hostnodes.authenticate_agent(session, token=token)
         except Unauthorized:
             return None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,12 @@ from coldplate import protocol
 from coldplate.agent.credentials import TokenStore
 from coldplate.agent.daemon import Agent
 from coldplate.agent.runtimes.sim import SimRuntime
+from coldplate.collector import collect_rarely
 
 DEMO_FLEET = Path(__file__).with_name("demo-fleet.yaml")
 PORTS_PER_HOST = 1000
-HOSTS_PER_CLIENT = 32
-SHARED_CONNECTIONS = 4  # per client, beside its hosts' long-polls
+HOSTS_PER_CLIENT = 8
+SHARED_CONNECTIONS = 2  # per client, beside its hosts' long-polls
 
 
 class FleetError(ValueError):
@@ -100,11 +102,13 @@ async def run_sim_fleet(*, server_url: str, join_token: str | None, specs: list[
                         tokens: TokenStore | None = None, heartbeat_interval: float | None = None,
                         poll_wait: float = 55.0) -> None:
     """One agent per host, each with its own SimRuntime; every HOSTS_PER_CLIENT agents share an
-    HTTP client (a connection pool finds a free connection by scanning its connections, so one
-    pool for thousands of long-polls costs milliseconds a request).
+    HTTP client. A connection pool finds a free connection by scanning all of its connections, so
+    pools stay small; one TLS context serves every client (building one per client costs tens of
+    milliseconds).
 
     `heartbeat_interval` None: as the server says (its answer to registration and heartbeats)."""
     rng = random.Random()
+    tls = httpx.create_ssl_context()
     async with contextlib.AsyncExitStack() as stack:
         agents = []
         for first in range(0, len(specs), HOSTS_PER_CLIENT):
@@ -113,11 +117,15 @@ async def run_sim_fleet(*, server_url: str, join_token: str | None, specs: list[
             # two per host would pass the server's 20,000 open files
             limits = httpx.Limits(max_connections=len(group) + SHARED_CONNECTIONS,
                                   max_keepalive_connections=len(group) + SHARED_CONNECTIONS)
-            client = await stack.enter_async_context(httpx.AsyncClient(timeout=poll_wait + 10, limits=limits))
+            client = await stack.enter_async_context(httpx.AsyncClient(timeout=poll_wait + 10, limits=limits,
+                                                                       verify=tls))
             agents += [
                 Agent(server_url=server_url, join_token=join_token, spec=spec.info, client=client,
                       runtime=SimRuntime(start_delay_s=spec.start_delay_s, failure_rate=spec.failure_rate, rng=rng),
                       heartbeat_interval=heartbeat_interval, poll_wait=poll_wait, tokens=tokens)
                 for spec in group
             ]
+        gc.freeze()  # thousands of agents live as long as the process: no collection need walk them
+        collector = asyncio.create_task(collect_rarely())
         await asyncio.gather(*(agent.run(stop) for agent in agents))
+        collector.cancel()

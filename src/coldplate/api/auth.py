@@ -8,7 +8,6 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coldplate.api.problems import ApiProblem
-from coldplate.db.tables import Hostnode
 from coldplate.services import hostnodes, projects
 from coldplate.services.projects import Principal
 from coldplate.state import AppState
@@ -45,7 +44,13 @@ def optional_bearer(credentials: HTTPAuthorizationCredentials | None = Depends(_
     return credentials.credentials if credentials is not None and credentials.credentials else None
 
 
-def agent_host(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Hostnode:
+def agent_secret(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+    """The agent token sent, unchecked: for a route that checks it inside its own transaction."""
+    return _secret(credentials)
+
+
+def agent_host(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+    """The id of the hostnode whose agent token was sent."""
     secret = _secret(credentials)
     with state(request).read() as session:
         return hostnodes.authenticate_agent(session, token=secret)

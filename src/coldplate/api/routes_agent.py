@@ -13,12 +13,12 @@ from pydantic_core import PydanticSerializationError
 from sqlalchemy.orm import Session
 
 from coldplate import protocol
-from coldplate.api.auth import agent_host, optional_bearer, state
+from coldplate.api.auth import agent_host, agent_secret, optional_bearer, state
 from coldplate.api.problems import PROBLEM_RESPONSES, ApiProblem
 from coldplate.api.schemas import Ref
 from coldplate.checked import Int64
 from coldplate.clock import isoformat
-from coldplate.db.tables import Hostnode, Instance
+from coldplate.db.tables import Instance
 from coldplate.domain.lifecycle import Status
 from coldplate.services import actions, agent_tasks, hostnodes, instances, metrics
 from coldplate.state import HOST_TIMEOUT_BEATS, AppState
@@ -37,28 +37,29 @@ def register(body: protocol.Registration, request: Request,
         host, token = hostnodes.register(session, clock=app.clock, spec=body, join_token=body.join_token,
                                          credential=credential)
         return protocol.Registered(hostnode_id=host.id, agent_token=token,
-                                   heartbeat_interval_seconds=_heartbeat_interval(app, host))
+                                   heartbeat_interval_seconds=_heartbeat_interval(app, host.heartbeat_timeout_s))
 
 
-def _heartbeat_interval(app: AppState, host: Hostnode) -> float:
+def _heartbeat_interval(app: AppState, heartbeat_timeout_s: float) -> float:
     """The server's interval, or shorter where the host's own timeout asks for it (three beats)."""
-    return min(app.settings.heartbeat_interval_s, host.heartbeat_timeout_s / HOST_TIMEOUT_BEATS)
+    return min(app.settings.heartbeat_interval_s, heartbeat_timeout_s / HOST_TIMEOUT_BEATS)
 
 
 @router.post("/heartbeat")
-def heartbeat(body: protocol.Heartbeat, request: Request,
-              host: Hostnode = Depends(agent_host)) -> protocol.HeartbeatAck:
+async def heartbeat(body: protocol.Heartbeat, request: Request,
+                    token: str = Depends(agent_secret)) -> protocol.HeartbeatAck:
+    """The token is checked by the heartbeat's own UPDATE: one transaction and one worker thread
+    per beat, the call a large fleet makes most."""
     app = state(request)
 
     def beat(session: Session) -> protocol.HeartbeatAck:
-        current = hostnodes.get_hostnode(session, host.id)
-        hostnodes.heartbeat(session, clock=app.clock, host=current)
-        metrics.record(session, clock=app.clock, host=current,
+        seen = hostnodes.heartbeat(session, clock=app.clock, token=token)
+        metrics.record(session, clock=app.clock, host_id=seen.host_id,
                        samples=[(m.instance_id, m.values) for m in body.metrics])
-        return protocol.HeartbeatAck(status=current.status, server_time=isoformat(app.clock.now()),
-                                     heartbeat_interval_seconds=_heartbeat_interval(app, current))
+        return protocol.HeartbeatAck(status=seen.status, server_time=isoformat(app.clock.now()),
+                                     heartbeat_interval_seconds=_heartbeat_interval(app, seen.heartbeat_timeout_s))
 
-    return app.transact(beat)
+    return await run_in_threadpool(app.transact, beat)
 
 
 def _assignment(inst: Instance) -> protocol.Assignment | None:
@@ -80,14 +81,17 @@ def _assignment(inst: Instance) -> protocol.Assignment | None:
 
 
 @router.get("/assignments")
-async def assignments(request: Request, host: Hostnode = Depends(agent_host),
+async def assignments(request: Request, host_id: str = Depends(agent_host),
                       since: Annotated[Int64, Query(ge=-1)] = -1,
                       wait: float = Query(default=25, ge=0, le=60, allow_inf_nan=False)) -> protocol.Assignments:
+    """Answers once the host's assignment version passes `since`, or at the deadline. The last
+    answer read for the host is kept (wakeups.Signals) until a commit touches the host: an agent
+    asking again, or a deadline passing, reads nothing from the database."""
     app = state(request)
 
     def read() -> protocol.Assignments:
         with app.read() as session:
-            current = hostnodes.get_hostnode(session, host.id)
+            current = hostnodes.get_hostnode(session, host_id)
             listed = [_assignment(i) for i in hostnodes.assignments(session, host=current)]
             return protocol.Assignments(
                 version=current.assignment_version, server_id=app.origin,
@@ -96,34 +100,35 @@ async def assignments(request: Request, host: Hostnode = Depends(agent_host),
                        for t in agent_tasks.pending(session, host=current)])
 
     signals = app.signals
-    waiter = signals.subscribe(host.id)
+    waiter = signals.subscribe(host_id)
     try:
         deadline = time.monotonic() + wait
         while True:
             waiter.clear()  # before the check, so a commit after it still wakes us
-            left = deadline - time.monotonic()
-            known = signals.known_version(host.id)
-            if known is None or known > since or left <= 0 or signals.closing:
+            known = signals.known(host_id)
+            answer = known if isinstance(known, protocol.Assignments) else None
+            if answer is None:
                 stamp = signals.stamp()
-                work = await run_in_threadpool(read)
-                signals.remember(host.id, work.version, stamp)
-                if work.version > since or left <= 0 or signals.closing:
-                    return work
+                answer = await run_in_threadpool(read)
+                signals.remember(host_id, answer, stamp)
+            left = deadline - time.monotonic()
+            if answer.version > since or left <= 0 or signals.closing:
+                return answer
             await signals.wait(waiter, left)
     finally:
-        signals.unsubscribe(host.id, waiter)
+        signals.unsubscribe(host_id, waiter)
 
 
 @router.post("/instances/{instance_id}/transition")
 def transition(instance_id: Ref, body: protocol.TransitionReport, request: Request,
-               host: Hostnode = Depends(agent_host)) -> protocol.TransitionAck:
+               host_id: str = Depends(agent_host)) -> protocol.TransitionAck:
     app = state(request)
 
     def report(session: Session) -> protocol.TransitionAck:
         inst = instances.lock(session, instance_id)  # instance before hostnode: the one lock order
-        if inst is None or inst.hostnode_id != host.id:
+        if inst is None or inst.hostnode_id != host_id:
             raise ApiProblem(404, "not_found", f"instance {instance_id} is not on this hostnode", param="instance_id")
-        current = hostnodes.get_hostnode(session, host.id)
+        current = hostnodes.get_hostnode(session, host_id)
         actions.report(session, clock=app.clock, host=current, inst=inst, status=Status(body.status),
                        failure_reason=body.failure_reason, exit_code=body.exit_code, exit_message=body.exit_message)
         return protocol.TransitionAck(status=Status(inst.status))
@@ -133,10 +138,10 @@ def transition(instance_id: Ref, body: protocol.TransitionReport, request: Reque
 
 @router.post("/tasks/{task_id}/result")
 def task_result(task_id: Ref, body: protocol.TaskResult, request: Request,
-                host: Hostnode = Depends(agent_host)) -> protocol.TaskAck:
+                host_id: str = Depends(agent_host)) -> protocol.TaskAck:
     app = state(request)
     with app.tx() as session:
-        current = hostnodes.get_hostnode(session, host.id)
+        current = hostnodes.get_hostnode(session, host_id)
         agent_tasks.complete(session, clock=app.clock, host=current, task_id=task_id,
                              result=body.model_dump(exclude_none=True))
     return protocol.TaskAck(status="done")

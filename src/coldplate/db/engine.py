@@ -13,7 +13,10 @@ READ_ONLY = "coldplate_read_only"
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # A connection per worker thread (anyio's 40, and the loops'): a smaller pool closes and reopens
+        # connections under load, and each new one runs the PRAGMAs below.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=40,
+                               max_overflow=20)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -49,6 +49,7 @@ def complete(session: Session, *, clock: Clock, host: Hostnode, task_id: str, re
         return  # an agent retrying its post
     task.status, task.result, task.done_at = "done", result, clock.now()
     signals.touch(session, task.id)
+    signals.touch(session, host.id)  # the host's remembered assignments list the task as pending
     session.flush()
 
 

@@ -8,17 +8,17 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from coldplate.clock import Clock
-from coldplate.db.tables import Hostnode, Instance, MetricSample
+from coldplate.db.tables import Instance, MetricSample
 
 MAX_POINTS = 10_000
 
 
-def record(session: Session, *, clock: Clock, host: Hostnode, samples: list[tuple[str, dict[str, float]]]) -> int:
-    """Store samples for instances on `host`; samples for other instances are dropped."""
+def record(session: Session, *, clock: Clock, host_id: str, samples: list[tuple[str, dict[str, float]]]) -> int:
+    """Store samples for instances on the host; samples for other instances are dropped."""
     if not samples:
         return 0
     ids = {instance_id for instance_id, _ in samples}
-    mine = set(session.scalars(select(Instance.id).where(Instance.id.in_(ids), Instance.hostnode_id == host.id)))
+    mine = set(session.scalars(select(Instance.id).where(Instance.id.in_(ids), Instance.hostnode_id == host_id)))
     now = clock.now()
     kept = [{"instance_id": i, "at": now, "values": v} for i, v in samples if i in mine]
     if kept:  # one multi-row INSERT for the whole heartbeat, not one per sample
