@@ -52,6 +52,8 @@ from coldplate.services.instances import ALL_NONE  # noqa: E402
 
 ADMIN = "cp_bench_admin"
 MAX_FAILED_CREATES = 5
+BULK_ROWS = 2000
+STOP_WAIT_S = 60
 FLEET = """hosts:
   - {name_prefix: na, count: 1, region: na, gpu: H100, gpu_count: 8, vcpus: 192, memory_gb: 2048, disk_gb: 16000,
      gpu_price: "2.49", spot_price: "1.25", start_delay_s: 0, failure_rate: 0, port_base: 30000}
@@ -118,7 +120,12 @@ class Plane:
         for proc in self.servers:
             proc.send_signal(signal.SIGTERM)
         for proc in self.servers:
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                print(f"  a server took over {STOP_WAIT_S}s to stop: killed", file=sys.stderr, flush=True)
+                proc.kill()
+                proc.wait()
 
     def start_fleet(self, hosts: int, shards: int, fleet_file: Path, token: str) -> None:
         env = {**os.environ, "COLDPLATE_JOIN_TOKEN": token}
@@ -178,13 +185,14 @@ def _seen_since(engine: Engine, since: datetime) -> int:
 
 
 def bulk_instances(engine: Engine, project_id: str, total: int, live: int) -> None:
-    """`total` instances straight into the table: `live` stopped on hosts, the rest terminated."""
+    """`total` instances straight into the table: `live` stopped on hosts, the rest terminated; in
+    transactions of BULK_ROWS, so that the running server's writers get the database in between."""
     with engine.connect() as conn:
         host_ids = list(conn.scalars(select(Hostnode.id).order_by(Hostnode.id)))
     now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
-    with engine.begin() as conn:
-        for i in range(total):
+    for first in range(0, total, BULK_ROWS):
+        rows: list[dict[str, Any]] = []
+        for i in range(first, min(first + BULK_ROWS, total)):
             alive = i < live
             created = now - timedelta(days=30) + timedelta(seconds=i * 20)
             rows.append(dict(
@@ -196,11 +204,9 @@ def bulk_instances(engine: Engine, project_id: str, total: int, live: int) -> No
                 price_micros=2_290_000, grace_seconds=60, force=False, created_at=created, updated_at=created,
                 terminated_at=None if alive else created, budget_alerted=0, seg_no=0, seg_billed_s=0,
                 billed_micros=0, version=1))
-            if len(rows) == 5000:
-                conn.execute(insert(Instance), rows)
-                rows = []
-        if rows:
+        with engine.begin() as conn:
             conn.execute(insert(Instance), rows)
+        time.sleep(0.05)
     if engine.dialect.name == "postgresql":  # what autovacuum would do soon after such a load
         with engine.connect() as conn:
             conn.execute(text("ANALYZE instances"))
@@ -256,6 +262,8 @@ def run(database: str, db_url: str, hosts: int, creates: int, steady_s: float) -
                 continue
             latencies.append(elapsed + waited)
         row.ready_p50, row.ready_p99 = (pct(latencies, 50), pct(latencies, 99)) if latencies else (0.0, 0.0)
+        print(f"  POST -> ready: p50 {row.ready_p50:.1f} ms, p99 {row.ready_p99:.0f} ms over {len(latencies)};"
+              f" failed {row.failed}", file=sys.stderr, flush=True)
         bulk_instances(engine, project["id"], 100_000, 10_000)
         lists, offers = [], []
         for _ in range(200):
@@ -267,12 +275,15 @@ def run(database: str, db_url: str, hosts: int, creates: int, steady_s: float) -
             offers.append(elapsed)
         row.list_p50, row.list_p99 = pct(lists, 50), pct(lists, 99)
         row.offers_p50, row.offers_p99 = pct(offers, 50), pct(offers, 99)
+        print(f"  list p50 {row.list_p50:.1f} p99 {row.list_p99:.0f} ms; offers p50 {row.offers_p50:.1f}"
+              f" p99 {row.offers_p99:.0f} ms", file=sys.stderr, flush=True)
         plane.stop_servers()
         restarted_at = datetime.now(UTC)
         started = time.monotonic()
         plane.start_servers()
         _until(lambda: _seen_since(engine, restarted_at) >= hosts, 600, "every host seen again", poll=0.5)
         row.restart_s = time.monotonic() - started
+        print(f"  every host seen again {row.restart_s:.1f}s after the restart", file=sys.stderr, flush=True)
         return row
     finally:
         plane.close()

@@ -52,9 +52,12 @@ class Signals:
             return len(self._waiters)
 
     def close(self) -> None:
-        """The server is shutting down: wake every waiter so long-polls answer now."""
+        """The server is shutting down: wake every waiter so long-polls answer now, from what they
+        remember where they can (10,000 reads at once would outlast the graceful shutdown)."""
         self.closing = True
-        self.reset()
+        with self._lock:
+            hit = [w for waiters in self._waiters.values() for w in waiters]
+        self._wake(hit)
 
     def reset(self) -> None:
         """Notifications may have been missed (a listener reconnected): forget every remembered
@@ -99,6 +102,9 @@ class Signals:
                 if key in self._waiters:
                     self._touched_at[key] = self._stamp
             hit = [w for k in keys for w in self._waiters.get(k, ())]
+        self._wake(hit)
+
+    def _wake(self, hit: list[asyncio.Event]) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             return

@@ -90,8 +90,10 @@ def test_thundering_herd_one_change_wakes_one_of_1000_and_idle_polls_read_nothin
             assert woken.status_code == 200 and woken.json()["version"] == version + 1
             assert sum(p.done() for p in polls) == 1
             assert len(reads) <= 4, reads  # one host's read: the host, its assignments, its tasks
-            state.signals.close()  # answer the other 999 now
-            rest = await asyncio.gather(*polls)
+            with Statements(state) as statements:
+                state.signals.close()  # answer the other 999 now, from what they remember
+                rest = await asyncio.gather(*polls)
+            assert statements.count("SELECT", "instances") == 0, "a shutdown re-read the hosts' assignments"
             assert all(r.status_code == 200 and r.json()["version"] == version for r in rest[:417])
 
     asyncio.run(main())
