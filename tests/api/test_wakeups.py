@@ -17,6 +17,7 @@ from sqlalchemy import make_url, text
 
 from coldplate import protocol
 from coldplate.api.app import create_app
+from coldplate.api.auth import agent_host
 from coldplate.clock import FakeClock
 from coldplate.pg_wakeups import PgListener, libpq_url, notify_keys
 from coldplate.server import build_state
@@ -127,6 +128,29 @@ def test_a_deadline_with_nothing_changed_answers_without_a_read(state: AppState)
             assert again.status_code == 200 and again.json() == first
             assert statements.count("SELECT", "instances") == 0 and statements.count("SELECT", "agent_tasks") == 0
             assert statements.count("SELECT", "hostnodes") == 1  # the token: nothing else
+
+    asyncio.run(main())
+
+
+def test_a_polls_deadline_counts_from_its_arrival_not_from_its_token_check(state: AppState) -> None:
+    [(host_id, token)] = _register(state, 1)
+    app = create_app(state)
+
+    def queued_token_check() -> str:  # a worker thread that was busy for a while
+        time.sleep(0.6)
+        return host_id
+
+    app.dependency_overrides[agent_host] = queued_token_check
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://cp", timeout=10) as client:
+            version = (await _poll(client, token, since=-1, wait=0)).json()["version"]
+            started = time.monotonic()
+            answer = await _poll(client, token, since=version, wait=0.8)
+            took = time.monotonic() - started
+        assert answer.status_code == 200 and answer.json()["version"] == version
+        assert 0.75 < took < 1.2, took  # 0.8 s after arrival; 1.4 s if the wait began after the check
 
     asyncio.run(main())
 

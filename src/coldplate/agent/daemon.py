@@ -136,9 +136,12 @@ class Agent:
             await self.ssh.close_all()
 
     async def _forever(self, once: Any, stop: asyncio.Event, *, heartbeat: bool) -> None:
-        """Call `once` until stopped: heartbeats every interval (less a random tenth, so a fleet's
-        beats spread out), polls back to back; failures are retried with a doubling delay."""
+        """Call `once` until stopped: heartbeats every interval (less a random tenth), polls back to
+        back; failures are retried with a doubling delay. A fleet that started, or saw its server
+        restart, at once beats at once: after such a beat the next comes at a random point of the
+        interval, so that the beats spread over it instead of arriving as a wave every interval."""
         failures = 0
+        spread = True  # the first beat, and one answering a server restart, is a fleet's wave
         while not stop.is_set():
             try:
                 await once()
@@ -158,11 +161,13 @@ class Agent:
                 await asyncio.sleep(0)
                 continue
             failures = 0
+            share = random.uniform(0.05, 1) if spread else random.uniform(0.9, 1)
             try:  # run() cancels this task once `stop` is set
-                async with asyncio.timeout(self.heartbeat_interval * random.uniform(0.9, 1)):  # not wait_for:
+                async with asyncio.timeout(self.heartbeat_interval * share):  # not wait_for:
                     await self._beat_now.wait()  # 3.11's drops a cancel that meets a wake-up
             except TimeoutError:
                 pass
+            spread = self._beat_now.is_set()
             self._beat_now.clear()
 
     async def _heartbeat_once(self) -> None:
@@ -203,8 +208,10 @@ class Agent:
     _server_id: str | None = None
 
     async def _poll_once(self) -> None:
-        response = await self._call("GET", "/v1/agent/assignments",
-                                    params={"since": self._version, "wait": self.poll_wait})
+        # each poll waits 75-100 % of poll_wait: polls that began together (a fleet's start, a server
+        # restart) end apart after a few rounds instead of all returning in the same second
+        wait = round(self.poll_wait * random.uniform(0.75, 1), 3)
+        response = await self._call("GET", "/v1/agent/assignments", params={"since": self._version, "wait": wait})
         response.raise_for_status()
         data = protocol.Assignments.model_validate(response.json())
         self._version = data.version

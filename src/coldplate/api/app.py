@@ -25,6 +25,7 @@ from coldplate.api import (
     routes_ssh_keys,
     routes_webhooks,
 )
+from coldplate.api.arrival import Arrival
 from coldplate.api.body_limit import BodyLimit
 from coldplate.api.responses import Health
 from coldplate.state import AppState
@@ -53,6 +54,7 @@ def create_app(app_state: AppState, *, background: Background | None = None) -> 
     app.state.coldplate = app_state
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=app_state.settings.max_body_bytes)
+    app.add_middleware(Arrival)  # added last: runs first
     # Routes are matched in order, one by one: the agents' calls, most of the traffic of a large
     # fleet, come first (their paths share no prefix with the others, so the order changes no match).
     for module in (routes_agent, routes_instances, routes_access, routes_catalog, routes_admin, routes_ssh_keys,

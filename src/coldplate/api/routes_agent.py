@@ -13,6 +13,7 @@ from pydantic_core import PydanticSerializationError
 from sqlalchemy.orm import Session
 
 from coldplate import protocol
+from coldplate.api.arrival import arrived
 from coldplate.api.auth import agent_host, agent_secret, optional_bearer, state
 from coldplate.api.problems import PROBLEM_RESPONSES, ApiProblem
 from coldplate.api.schemas import Ref
@@ -102,7 +103,7 @@ async def assignments(request: Request, host_id: str = Depends(agent_host),
     signals = app.signals
     waiter = signals.subscribe(host_id)
     try:
-        deadline = time.monotonic() + wait
+        deadline = arrived(request) + wait  # not from now: the token check may have queued for a thread
         while True:
             waiter.clear()  # before the check, so a commit after it still wakes us
             known = signals.known(host_id)
