@@ -155,6 +155,27 @@ def test_a_polls_deadline_counts_from_its_arrival_not_from_its_token_check(state
     asyncio.run(main())
 
 
+def test_a_poll_naming_another_server_is_answered_at_once(state: AppState) -> None:
+    """An agent whose last answer came from a server that has since restarted learns of the new one
+    now (and heartbeats there), not a whole poll later."""
+    [(_, token)] = _register(state, 1)
+
+    async def main() -> None:
+        async with _running(state) as client:
+            first = (await _poll(client, token, since=-1, wait=0)).json()
+            started = time.monotonic()
+            mine = await client.get("/v1/agent/assignments", headers={"Authorization": f"Bearer {token}"},
+                                    params={"since": first["version"], "wait": 0.5, "server_id": first["server_id"]})
+            assert time.monotonic() - started >= 0.45  # the same server: it waits
+            started = time.monotonic()
+            other = await client.get("/v1/agent/assignments", headers={"Authorization": f"Bearer {token}"},
+                                     params={"since": first["version"], "wait": 20, "server_id": "restarted"})
+            assert time.monotonic() - started < 5
+            assert mine.status_code == other.status_code == 200 and other.json()["server_id"] == first["server_id"]
+
+    asyncio.run(main())
+
+
 def test_a_version_read_before_a_commit_is_not_remembered_after_it() -> None:
     signals = Signals()
     signals.subscribe("hn_1")

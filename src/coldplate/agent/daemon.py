@@ -211,7 +211,10 @@ class Agent:
         # each poll waits 75-100 % of poll_wait: polls that began together (a fleet's start, a server
         # restart) end apart after a few rounds instead of all returning in the same second
         wait = round(self.poll_wait * random.uniform(0.75, 1), 3)
-        response = await self._call("GET", "/v1/agent/assignments", params={"since": self._version, "wait": wait})
+        params: dict[str, Any] = {"since": self._version, "wait": wait}
+        if self._server_id is not None:  # a restarted server answers at once: the agent beats there now
+            params["server_id"] = self._server_id
+        response = await self._call("GET", "/v1/agent/assignments", params=params)
         response.raise_for_status()
         data = protocol.Assignments.model_validate(response.json())
         self._version = data.version

@@ -17,7 +17,7 @@ from coldplate.api.arrival import arrived
 from coldplate.api.auth import agent_host, agent_secret, optional_bearer, state
 from coldplate.api.problems import PROBLEM_RESPONSES, ApiProblem
 from coldplate.api.schemas import Ref
-from coldplate.checked import Int64
+from coldplate.checked import Int64, SafeStr
 from coldplate.clock import isoformat
 from coldplate.db.tables import Instance
 from coldplate.domain.lifecycle import Status
@@ -84,7 +84,8 @@ def _assignment(inst: Instance) -> protocol.Assignment | None:
 @router.get("/assignments")
 async def assignments(request: Request, host_id: str = Depends(agent_host),
                       since: Annotated[Int64, Query(ge=-1)] = -1,
-                      wait: float = Query(default=25, ge=0, le=60, allow_inf_nan=False)) -> protocol.Assignments:
+                      wait: float = Query(default=25, ge=0, le=60, allow_inf_nan=False),
+                      server_id: Annotated[SafeStr | None, Query(max_length=64)] = None) -> protocol.Assignments:
     """Answers once the host's assignment version passes `since`, or at the deadline. The last
     answer read for the host is kept (wakeups.Signals) until a commit touches the host: an agent
     asking again, or a deadline passing, reads nothing from the database."""
@@ -113,7 +114,10 @@ async def assignments(request: Request, host_id: str = Depends(agent_host),
                 answer = await run_in_threadpool(read)
                 signals.remember(host_id, answer, stamp)
             left = deadline - time.monotonic()
-            if answer.version > since or left <= 0 or signals.closing:
+            # another server_id than the agent last saw: this server restarted (or is another replica);
+            # answer now, so the agent learns it and heartbeats, instead of after a whole wait
+            moved = server_id is not None and server_id != app.origin
+            if answer.version > since or left <= 0 or signals.closing or moved:
                 return answer
             await signals.wait(waiter, left)
     finally:
