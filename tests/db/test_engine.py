@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from sqlalchemy import text
 
 from coldplate.clock import FakeClock
+from coldplate.db.engine import make_engine, migrate
 from coldplate.server import build_state
 from coldplate.state import AppState, Settings
+from tests.conftest import PG_URL
+from tests.pgdb import fresh_database
+from tests.threads import at_once
 
 
 def test_reads_do_not_wait_for_an_open_writer(sqlite_url: str) -> None:
@@ -38,3 +43,19 @@ def test_migrations_build_exactly_the_models(db_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert diff == []
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs COLDPLATE_TEST_POSTGRES_URL")
+def test_replicas_starting_together_on_a_fresh_postgres_both_migrate() -> None:
+    """Both migrated at once, one failed on a duplicate `alembic_version` table (seen when the
+    scale bench started two replicas); the migration now runs under an advisory lock."""
+    assert PG_URL is not None
+    for url in fresh_database(PG_URL):
+        engines = [make_engine(url) for _ in range(3)]
+        try:
+            assert at_once([lambda e=e: migrate(e) is None for e in engines]) == [True] * 3  # none raised
+            with engines[0].connect() as conn:
+                assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+        finally:
+            for engine in engines:
+                engine.dispose()
