@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from coldplate.api.app import create_app
 from coldplate.clock import Clock, SystemClock
 from coldplate.collector import collect_rarely
-from coldplate.db.engine import make_engine, make_sessionmaker, migrate, sqlite_url
+from coldplate.db.engine import make_engine, make_sessionmaker, migrate, sqlite_url, startup_lock
 from coldplate.files import create_private, private_dir, tighten, write_private
 from coldplate.loops.runner import start_all
 from coldplate.services import projects
@@ -46,6 +46,7 @@ def build_state(url: str, *, clock: Clock | None = None, settings: Settings | No
 def bootstrap_admin(app_state: AppState, *, data_dir: Path, env_key: str | None) -> str | None:
     """Makes sure an admin key exists; a new one is written to `<data_dir>/admin-key` and returned."""
     with app_state.tx() as session:
+        startup_lock(session.connection())
         created = projects.ensure_admin(session, clock=app_state.clock, key=env_key)
     key_file = data_dir / "admin-key"
     key = created or env_key

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from coldplate.clock import FakeClock
 from coldplate.db.engine import make_engine, migrate
-from coldplate.server import build_state
+from coldplate.server import bootstrap_admin, build_state
 from coldplate.state import AppState, Settings
 from tests.conftest import PG_URL
 from tests.pgdb import fresh_database
@@ -59,3 +60,18 @@ def test_replicas_starting_together_on_a_fresh_postgres_both_migrate() -> None:
         finally:
             for engine in engines:
                 engine.dispose()
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs COLDPLATE_TEST_POSTGRES_URL")
+def test_replicas_starting_together_create_one_admin_key(tmp_path: Path) -> None:
+    assert PG_URL is not None
+    for url in fresh_database(PG_URL):
+        states = [build_state(url, clock=FakeClock(), settings=Settings(run_loops=False)) for _ in range(3)]
+        try:
+            created = at_once([lambda s=s, i=i: bootstrap_admin(s, data_dir=tmp_path / f"r{i}", env_key=None) or ""
+                               for i, s in enumerate(states)])
+            assert None not in created  # no replica raised (a thread that raised leaves None)
+            assert len([key for key in created if key]) == 1  # one replica made it, the others found it
+        finally:
+            for s in states:
+                s.sessions.kw["bind"].dispose()

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY = "coldplate_read_only"
-MIGRATION_LOCK = 0x636F6C64  # "cold": the advisory lock the schema migration runs under
+STARTUP_LOCK = 0x636F6C64  # "cold": the advisory lock of startup_lock
 
 
 def make_engine(url: str) -> Engine:
@@ -50,6 +50,14 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def startup_lock(conn: Connection) -> None:
+    """PostgreSQL: hold, until this transaction ends, the lock under which replicas starting together
+    migrate the schema and create the admin key one at a time (at once, they raced on
+    `alembic_version` and on the admin project, and one of them died)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": STARTUP_LOCK})
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision."""
     from alembic import command
@@ -58,8 +66,7 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":  # replicas starting together migrate one at a time
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        startup_lock(conn)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
