@@ -78,9 +78,9 @@ class AppState:
         # SQLite has one writer at a time. Writers of this process queue on a mutex for it: waiting in
         # SQLite's busy handler instead means sleeping in steps of up to 100 ms while the lock is
         # free, in no order, which under a fleet's heartbeats stretched a create to seconds.
-        sqlite = self.sessions.kw["bind"].dialect.name == "sqlite"
-        self._writer: AbstractContextManager[object] = threading.RLock() if sqlite else nullcontext()
-        if self.sessions.kw["bind"].dialect.name == "postgresql":
+        dialect = self.sessions.kw["bind"].dialect.name
+        self._writer: AbstractContextManager[object] = threading.RLock() if dialect == "sqlite" else nullcontext()
+        if dialect == "postgresql":
             @event.listens_for(self.sessions, "before_commit")
             def _notify_replicas(session: Session) -> None:
                 keys: set[str] = session.info.get("touched", set())

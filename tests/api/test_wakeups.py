@@ -57,9 +57,11 @@ async def _running(state: AppState) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-def _poll(client: httpx.AsyncClient, token: str, since: int, wait: float = 30) -> Any:
-    return client.get("/v1/agent/assignments", params={"since": since, "wait": wait},
-                      headers={"Authorization": f"Bearer {token}"})
+def _poll(client: httpx.AsyncClient, token: str, since: int, wait: float = 30, server_id: str | None = None) -> Any:
+    params: dict[str, Any] = {"since": since, "wait": wait}
+    if server_id is not None:
+        params["server_id"] = server_id
+    return client.get("/v1/agent/assignments", params=params, headers={"Authorization": f"Bearer {token}"})
 
 
 async def _until(predicate: Any, timeout: float = 20.0) -> None:
@@ -164,12 +166,10 @@ def test_a_poll_naming_another_server_is_answered_at_once(state: AppState) -> No
         async with _running(state) as client:
             first = (await _poll(client, token, since=-1, wait=0)).json()
             started = time.monotonic()
-            mine = await client.get("/v1/agent/assignments", headers={"Authorization": f"Bearer {token}"},
-                                    params={"since": first["version"], "wait": 0.5, "server_id": first["server_id"]})
+            mine = await _poll(client, token, since=first["version"], wait=0.5, server_id=first["server_id"])
             assert time.monotonic() - started >= 0.45  # the same server: it waits
             started = time.monotonic()
-            other = await client.get("/v1/agent/assignments", headers={"Authorization": f"Bearer {token}"},
-                                     params={"since": first["version"], "wait": 20, "server_id": "restarted"})
+            other = await _poll(client, token, since=first["version"], wait=20, server_id="restarted")
             assert time.monotonic() - started < 5
             assert mine.status_code == other.status_code == 200 and other.json()["server_id"] == first["server_id"]
 

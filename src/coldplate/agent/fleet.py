@@ -127,5 +127,8 @@ async def run_sim_fleet(*, server_url: str, join_token: str | None, specs: list[
             ]
         gc.freeze()  # thousands of agents live as long as the process: no collection need walk them
         collector = asyncio.create_task(collect_rarely())
-        await asyncio.gather(*(agent.run(stop) for agent in agents))
-        collector.cancel()
+        try:
+            await asyncio.gather(*(agent.run(stop) for agent in agents))
+        finally:  # its own finally puts the collector's thresholds back
+            collector.cancel()
+            await asyncio.gather(collector, return_exceptions=True)
