@@ -23,7 +23,9 @@ SPEC = protocol.HostInfo.model_validate({
 
 
 class StandInServer:
-    """Answers the agent protocol from a script of assignment lists; records every call."""
+    """Answers the agent protocol from a script of assignment lists; records every call. Like the
+    server, it records what the agent reports: within the same round an instance reported stopped
+    is listed stopped, and one reported terminated is no longer listed."""
 
     def __init__(self, rounds: list[list[dict[str, Any]]]) -> None:
         self.rounds = rounds
@@ -33,6 +35,7 @@ class StandInServer:
         self.unauthorized = 0
         self.calls = 0
         self.position = 0  # like the server's version, it never goes back
+        self.applied: dict[str, tuple[int, str]] = {}  # instance → (round, status) it was reported in
 
     async def handler(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -54,10 +57,18 @@ class StandInServer:
             index = self.position = max(self.position, min(since + 1, len(self.rounds) - 1))
             if index <= since:  # nothing new: a long-poll waits
                 await asyncio.sleep(float(request.url.params["wait"]))
-            return httpx.Response(200, json={"version": index, "assignments": self.rounds[index]})
+            listed = []
+            for a in self.rounds[index]:
+                at, status = self.applied.get(a["instance_id"], (-1, ""))
+                if status == "terminated":
+                    continue
+                listed.append({**a, "status": status} if at == index and status == "stopped" else a)
+            return httpx.Response(200, json={"version": index, "assignments": listed})
         if path.endswith("/transition"):
             report = protocol.TransitionReport.model_validate_json(request.content)
             self.reports.append((path.split("/")[4], report.status))
+            if report.status in ("stopped", "terminated"):
+                self.applied[path.split("/")[4]] = (self.position, report.status)
             return httpx.Response(200, json={})
         return httpx.Response(404)
 
