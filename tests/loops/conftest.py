@@ -47,8 +47,8 @@ class World:
 
     def heartbeat(self, *host_ids: str) -> None:
         with self.state.tx() as session:
-            for host_id in host_ids:
-                hostnodes.heartbeat(session, clock=self.state.clock, token=self.tokens[host_id])
+            beats = hostnodes.heartbeats(session, clock=self.state.clock, tokens=[self.tokens[h] for h in host_ids])
+        assert [b.host_id for b in beats if isinstance(b, hostnodes.Beat)] == list(host_ids)
 
     def get(self, instance_id: str) -> Instance:
         with self.state.read() as session:

@@ -28,7 +28,7 @@ def _task(state: AppState, instance_id: str, *, answer: bool) -> str:
 
 def _sample(state: AppState, host_id: str, instance_id: str, util: float) -> None:
     with state.tx() as session:
-        metrics.record(session, clock=state.clock, host_id=host_id, samples=[(instance_id, {"gpu_util_pct": util})])
+        metrics.record(session, clock=state.clock, samples=[(host_id, instance_id, {"gpu_util_pct": util})])
 
 
 def _task_ids(state: AppState) -> set[str]:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from coldplate.clock import FakeClock, as_utc
 from coldplate.db.tables import Event, MetricSample
 from coldplate.loops import hosts as hosts_loop
-from coldplate.services import host_loss, hostnodes, join_tokens
+from coldplate.services import host_loss, hostnodes, join_tokens, metrics
 from coldplate.state import AppState
 from tests.conftest import Fleet, auth
 from tests.hosts import host_info
@@ -90,3 +90,21 @@ def test_an_online_hosts_heartbeat_is_one_update_and_an_offline_one_comes_back_w
     assert [e.data["hostnode_id"] for e in back] == [host]
     wrong = fleet.client.post("/v1/agent/heartbeat", json={"metrics": []}, headers=auth("cpa_not_a_token"))
     assert wrong.status_code == 401 and wrong.headers["content-type"] == "application/problem+json"
+
+
+def test_a_groups_samples_are_one_insert_and_a_sample_for_another_hosts_instance_is_dropped(
+        client: TestClient, fleet: Fleet, project_key: str, state: AppState) -> None:
+    a, b = fleet.host("a", count=1), fleet.host("b", count=1)
+    on = {}
+    for name in ("x", "y"):
+        inst = client.post("/v1/instances", json={"name": name, "gpu": "H100"}, headers=auth(project_key)).json()
+        on[inst["hostnode_id"]] = inst["id"]
+    assert set(on) == {a, b}
+    samples = [(a, on[a], {"gpu_util_pct": 10.0}), (b, on[b], {"gpu_util_pct": 20.0}),
+               (a, on[b], {"gpu_util_pct": 99.0})]  # a claims b's instance
+    with Statements(state) as statements, state.tx() as session:
+        assert metrics.record(session, clock=state.clock, samples=samples) == 2
+    assert statements.count("INSERT", "metric_samples") == 1
+    with state.read() as session:
+        kept = {(s.instance_id, s.values["gpu_util_pct"]) for s in session.scalars(select(MetricSample))}
+    assert kept == {(on[a], 10.0), (on[b], 20.0)}

@@ -25,6 +25,7 @@ from coldplate.api import (
     routes_ssh_keys,
     routes_webhooks,
 )
+from coldplate.api.agent_gate import AgentGate
 from coldplate.api.arrival import Arrival
 from coldplate.api.body_limit import BodyLimit
 from coldplate.api.responses import Health
@@ -52,6 +53,7 @@ def create_app(app_state: AppState, *, background: Background | None = None) -> 
     app = FastAPI(title="coldplate", version="0.1.0", lifespan=lifespan,
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.coldplate = app_state
+    app.state.agent_gate = AgentGate(app_state)
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=app_state.settings.max_body_bytes)
     app.add_middleware(Arrival)  # added last: runs first

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from coldplate.api.agent_gate import gate
 from coldplate.api.problems import ApiProblem
-from coldplate.services import hostnodes, projects
+from coldplate.services import projects
 from coldplate.services.projects import Principal
 from coldplate.state import AppState
 
@@ -39,21 +40,19 @@ def require(scope: str) -> Callable[..., Principal]:
     return dependency
 
 
-def optional_bearer(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str | None:
+async def optional_bearer(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str | None:
     """The bearer secret if one was sent: registration takes an agent token or an admin key, or neither."""
     return credentials.credentials if credentials is not None and credentials.credentials else None
 
 
-def agent_secret(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+async def agent_secret(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
     """The agent token sent, unchecked: for a route that checks it inside its own transaction."""
     return _secret(credentials)
 
 
-def agent_host(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
-    """The id of the hostnode whose agent token was sent."""
-    secret = _secret(credentials)
-    with state(request).read() as session:
-        return hostnodes.authenticate_agent(session, token=secret)
+async def agent_host(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+    """The id of the hostnode whose agent token was sent (checked in a group with others: agent_gate)."""
+    return await gate(request).host_of(_secret(credentials))
 
 
 def scoped_project(principal: Principal) -> str | None:

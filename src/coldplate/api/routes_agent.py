@@ -2,43 +2,41 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
-from pydantic_core import PydanticSerializationError
 from sqlalchemy.orm import Session
 
 from coldplate import protocol
+from coldplate.api.agent_gate import Pulse, gate
 from coldplate.api.arrival import arrived
 from coldplate.api.auth import agent_host, agent_secret, optional_bearer, state
 from coldplate.api.problems import PROBLEM_RESPONSES, ApiProblem
 from coldplate.api.schemas import Ref
 from coldplate.checked import Int64, SafeStr
 from coldplate.clock import isoformat
-from coldplate.db.tables import Instance
 from coldplate.domain.lifecycle import Status
-from coldplate.services import actions, agent_tasks, hostnodes, instances, metrics
+from coldplate.services import actions, agent_tasks, hostnodes, instances
 from coldplate.state import HOST_TIMEOUT_BEATS, AppState
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/agent", responses=PROBLEM_RESPONSES)
 
 
 @router.post("/register", status_code=201)
-def register(body: protocol.Registration, request: Request,
-             credential: str | None = Depends(optional_bearer)) -> protocol.Registered:
+async def register(body: protocol.Registration, request: Request,
+                   credential: str | None = Depends(optional_bearer)) -> protocol.Registered:
     app = state(request)
-    with app.tx() as session:
-        if body.heartbeat_timeout_seconds is None:  # the agent leaves it to the server: three of its beats
-            body = body.model_copy(update={"heartbeat_timeout_seconds": app.settings.host_timeout_s})
+    if body.heartbeat_timeout_seconds is None:  # the agent leaves it to the server: three of its beats
+        body = body.model_copy(update={"heartbeat_timeout_seconds": app.settings.host_timeout_s})
+
+    def enrol(session: Session) -> protocol.Registered:
         host, token = hostnodes.register(session, clock=app.clock, spec=body, join_token=body.join_token,
                                          credential=credential)
         return protocol.Registered(hostnode_id=host.id, agent_token=token,
                                    heartbeat_interval_seconds=_heartbeat_interval(app, host.heartbeat_timeout_s))
+
+    return await gate(request).run(lambda: app.transact(enrol))
 
 
 def _heartbeat_interval(app: AppState, heartbeat_timeout_s: float) -> float:
@@ -49,36 +47,12 @@ def _heartbeat_interval(app: AppState, heartbeat_timeout_s: float) -> float:
 @router.post("/heartbeat")
 async def heartbeat(body: protocol.Heartbeat, request: Request,
                     token: str = Depends(agent_secret)) -> protocol.HeartbeatAck:
-    """The token is checked by the heartbeat's own UPDATE: one transaction and one worker thread
-    per beat, the call a large fleet makes most."""
+    """The token is checked by the heartbeat's own UPDATE, written with the others that arrived
+    meanwhile (agent_gate): the call a large fleet makes most."""
     app = state(request)
-
-    def beat(session: Session) -> protocol.HeartbeatAck:
-        seen = hostnodes.heartbeat(session, clock=app.clock, token=token)
-        metrics.record(session, clock=app.clock, host_id=seen.host_id,
-                       samples=[(m.instance_id, m.values) for m in body.metrics])
-        return protocol.HeartbeatAck(status=seen.status, server_time=isoformat(app.clock.now()),
-                                     heartbeat_interval_seconds=_heartbeat_interval(app, seen.heartbeat_timeout_s))
-
-    return await run_in_threadpool(app.transact, beat)
-
-
-def _assignment(inst: Instance) -> protocol.Assignment | None:
-    """The instance as its agent reads it; a row that does not fit the protocol (or cannot be
-    encoded) is logged and skipped, so that it cannot stall the host's other assignments."""
-    try:
-        assignment = protocol.Assignment(
-            instance_id=inst.id, project_id=inst.project_id, name=inst.name, desired=inst.desired,
-            status=inst.status, image=inst.image, cmd=inst.cmd, entrypoint=inst.entrypoint, env=inst.env,
-            gpu_indices=inst.gpu_indices, vcpus=inst.vcpus, memory_gb=inst.memory_gb, disk_gb=inst.disk_gb,
-            ports=inst.ports, ssh_port=inst.ssh_port, ssh_keys=inst.ssh_keys, volumes=inst.volumes,
-            cloud_init=inst.cloud_init, grace_seconds=inst.grace_seconds, force=inst.force,
-        )
-        assignment.model_dump_json()
-    except (ValidationError, PydanticSerializationError, ValueError):
-        log.exception("assignment skipped: the row does not fit the agent protocol", extra={"instance_id": inst.id})
-        return None
-    return assignment
+    seen = await gate(request).beat(Pulse(token, [(m.instance_id, m.values) for m in body.metrics]))
+    return protocol.HeartbeatAck(status=seen.status, server_time=isoformat(app.clock.now()),
+                                 heartbeat_interval_seconds=_heartbeat_interval(app, seen.heartbeat_timeout_s))
 
 
 @router.get("/assignments")
@@ -90,17 +64,6 @@ async def assignments(request: Request, host_id: str = Depends(agent_host),
     answer read for the host is kept (wakeups.Signals) until a commit touches the host: an agent
     asking again, or a deadline passing, reads nothing from the database."""
     app = state(request)
-
-    def read() -> protocol.Assignments:
-        with app.read() as session:
-            current = hostnodes.get_hostnode(session, host_id)
-            listed = [_assignment(i) for i in hostnodes.assignments(session, host=current)]
-            return protocol.Assignments(
-                version=current.assignment_version, server_id=app.origin,
-                assignments=[a for a in listed if a is not None],
-                tasks=[protocol.Task(id=t.id, kind=t.kind, instance_id=t.instance_id, params=t.params)
-                       for t in agent_tasks.pending(session, host=current)])
-
     signals = app.signals
     waiter = signals.subscribe(host_id)
     try:
@@ -111,7 +74,7 @@ async def assignments(request: Request, host_id: str = Depends(agent_host),
             answer = known if isinstance(known, protocol.Assignments) else None
             if answer is None:
                 stamp = signals.stamp()
-                answer = await run_in_threadpool(read)
+                answer = await gate(request).assignments(host_id)
                 signals.remember(host_id, answer, stamp)
             left = deadline - time.monotonic()
             # another server_id than the agent last saw: this server restarted (or is another replica);
@@ -125,8 +88,8 @@ async def assignments(request: Request, host_id: str = Depends(agent_host),
 
 
 @router.post("/instances/{instance_id}/transition")
-def transition(instance_id: Ref, body: protocol.TransitionReport, request: Request,
-               host_id: str = Depends(agent_host)) -> protocol.TransitionAck:
+async def transition(instance_id: Ref, body: protocol.TransitionReport, request: Request,
+                     host_id: str = Depends(agent_host)) -> protocol.TransitionAck:
     app = state(request)
 
     def report(session: Session) -> protocol.TransitionAck:
@@ -138,15 +101,18 @@ def transition(instance_id: Ref, body: protocol.TransitionReport, request: Reque
                        failure_reason=body.failure_reason, exit_code=body.exit_code, exit_message=body.exit_message)
         return protocol.TransitionAck(status=Status(inst.status))
 
-    return app.transact(report)
+    return await gate(request).run(lambda: app.transact(report))
 
 
 @router.post("/tasks/{task_id}/result")
-def task_result(task_id: Ref, body: protocol.TaskResult, request: Request,
-                host_id: str = Depends(agent_host)) -> protocol.TaskAck:
+async def task_result(task_id: Ref, body: protocol.TaskResult, request: Request,
+                      host_id: str = Depends(agent_host)) -> protocol.TaskAck:
     app = state(request)
-    with app.tx() as session:
+
+    def complete(session: Session) -> protocol.TaskAck:
         current = hostnodes.get_hostnode(session, host_id)
         agent_tasks.complete(session, clock=app.clock, host=current, task_id=task_id,
                              result=body.model_dump(exclude_none=True))
-    return protocol.TaskAck(status="done")
+        return protocol.TaskAck(status="done")
+
+    return await gate(request).run(lambda: app.transact(complete))

@@ -5,6 +5,7 @@ agent runs it and posts the result, and the waiting request is woken by that com
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -35,10 +36,14 @@ def create(session: Session, *, clock: Clock, inst: Instance, kind: str, params:
     return task
 
 
-def pending(session: Session, *, host: Hostnode) -> list[AgentTask]:
-    return list(session.scalars(select(AgentTask).where(AgentTask.hostnode_id == host.id,
+def pending(session: Session, *, host_ids: Collection[str]) -> dict[str, list[AgentTask]]:
+    """Each host's tasks not done yet (oldest first), for many hosts in one query."""
+    found: dict[str, list[AgentTask]] = {host_id: [] for host_id in host_ids}
+    for task in session.scalars(select(AgentTask).where(AgentTask.hostnode_id.in_(host_ids),
                                                         AgentTask.status == "pending")
-                                .order_by(AgentTask.created_at, AgentTask.id)))
+                                .order_by(AgentTask.created_at, AgentTask.id)):
+        found[task.hostnode_id].append(task)
+    return found
 
 
 def complete(session: Session, *, clock: Clock, host: Hostnode, task_id: str, result: dict[str, Any]) -> None:

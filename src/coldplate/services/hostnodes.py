@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -116,10 +117,18 @@ def set_status(host: Hostnode, target: HostStatus, *, by_agent: bool) -> None:
 
 def authenticate_agent(session: Session, *, token: str) -> str:
     """The id of the hostnode whose agent holds `token` (one indexed lookup of one column)."""
-    host_id = session.scalar(select(Hostnode.id).where(Hostnode.agent_token_hash == hash_secret(token)))
+    host_id = authenticate_agents(session, tokens=[token]).get(token)
     if host_id is None:
         raise Unauthorized("unknown agent token")
     return host_id
+
+
+def authenticate_agents(session: Session, *, tokens: Collection[str]) -> dict[str, str]:
+    """The hostnode id of each token that is some agent's, in one query; unknown tokens are left out."""
+    by_hash = {hash_secret(token): token for token in tokens}
+    found = session.execute(select(Hostnode.agent_token_hash, Hostnode.id)
+                            .where(Hostnode.agent_token_hash.in_(by_hash)))
+    return {by_hash[row.agent_token_hash]: row.id for row in found}
 
 
 @dataclass(frozen=True)
@@ -131,19 +140,33 @@ class Beat:
     heartbeat_timeout_s: int
 
 
-def heartbeat(session: Session, *, clock: Clock, token: str) -> Beat:
-    """The agent holding `token` is alive now. A host that was online stays so: one UPDATE, the
-    path of nearly every beat of a large fleet. An offline host comes back online with an event."""
+def heartbeats(session: Session, *, clock: Clock, tokens: Sequence[str]) -> list[Beat | Unauthorized]:
+    """The agents holding `tokens` are alive now: one answer per token, in order (an unknown token's
+    is Unauthorized). Hosts that were online stay so with one UPDATE for the whole group, the path of
+    nearly every beat of a large fleet; an offline host comes back online with an event."""
     h = HOSTNODES.c
     now = clock.now()
-    seen = session.execute(update(HOSTNODES)
-                           .where(h.agent_token_hash == hash_secret(token), h.status != HostStatus.OFFLINE.value)
-                           .values(last_heartbeat_at=now)
-                           .returning(h.id, h.status, h.heartbeat_timeout_s)).first()
-    if seen is not None:
-        return Beat(seen.id, seen.status, seen.heartbeat_timeout_s)
+    by_hash = {hash_secret(token): token for token in tokens}
+    seen = {by_hash[row.agent_token_hash]: Beat(row.id, row.status, row.heartbeat_timeout_s)
+            for row in session.execute(update(HOSTNODES)
+                                       .where(h.agent_token_hash.in_(by_hash), h.status != HostStatus.OFFLINE.value)
+                                       .values(last_heartbeat_at=now)
+                                       .returning(h.agent_token_hash, h.id, h.status, h.heartbeat_timeout_s))}
+    answers: list[Beat | Unauthorized] = []
+    for token in tokens:
+        if token not in seen:
+            try:
+                seen[token] = _back_online(session, clock=clock, token=token)
+            except Unauthorized as exc:  # checked before anything is written for this token
+                answers.append(exc)
+                continue
+        answers.append(seen[token])
+    return answers
+
+
+def _back_online(session: Session, *, clock: Clock, token: str) -> Beat:
     host = get_hostnode(session, authenticate_agent(session, token=token))
-    host.last_heartbeat_at = now
+    host.last_heartbeat_at = clock.now()
     set_status(host, HostStatus.ONLINE, by_agent=True)
     host.offline_since = None
     outbox.record(session, clock=clock, project_id=ADMIN_PROJECT_ID, type="hostnode.online",
@@ -191,11 +214,19 @@ def host_prices(host: Hostnode) -> dict[str, str]:
     return {field: pricing.format_micros(getattr(host, column)) for field, column in _PRICE_COLUMNS.items()}
 
 
-def assignments(session: Session, *, host: Hostnode) -> list[Instance]:
-    return list(session.scalars(
-        select(Instance).where(Instance.hostnode_id == host.id, Instance.status.in_([s.value for s in ASSIGNED]))
-        .order_by(Instance.created_at, Instance.id)
-    ))
+def get_hostnodes(session: Session, host_ids: Collection[str]) -> dict[str, Hostnode]:
+    """The hostnodes of `host_ids` that exist, by id, in one query."""
+    return {host.id: host for host in session.scalars(select(Hostnode).where(Hostnode.id.in_(host_ids)))}
 
 
-__all__ = ["HostInfo", "Status", "register", "heartbeat", "assignments", "PRICE_FIELDS"]
+def assignments(session: Session, *, host_ids: Collection[str]) -> dict[str, list[Instance]]:
+    """Each host's instances that its agent runs or keeps (oldest first), for many hosts in one query."""
+    found: dict[str, list[Instance]] = {host_id: [] for host_id in host_ids}
+    for inst in session.scalars(select(Instance).where(Instance.hostnode_id.in_(host_ids),
+                                                       Instance.status.in_([s.value for s in ASSIGNED]))
+                                .order_by(Instance.created_at, Instance.id)):
+        found[str(inst.hostnode_id)].append(inst)
+    return found
+
+
+__all__ = ["HostInfo", "Status", "register", "heartbeats", "assignments", "PRICE_FIELDS"]

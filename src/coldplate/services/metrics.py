@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, insert, select
@@ -13,15 +14,17 @@ from coldplate.db.tables import Instance, MetricSample
 MAX_POINTS = 10_000
 
 
-def record(session: Session, *, clock: Clock, host_id: str, samples: list[tuple[str, dict[str, float]]]) -> int:
-    """Store samples for instances on the host; samples for other instances are dropped."""
+def record(session: Session, *, clock: Clock, samples: Sequence[tuple[str, str, dict[str, float]]]) -> int:
+    """Store samples, each (host id, instance id, values), in one multi-row INSERT: a heartbeat's, or
+    a whole group of heartbeats'. A sample for an instance that is not on its host is dropped."""
     if not samples:
         return 0
-    ids = {instance_id for instance_id, _ in samples}
-    mine = set(session.scalars(select(Instance.id).where(Instance.id.in_(ids), Instance.hostnode_id == host_id)))
+    ids = {instance_id for _, instance_id, _ in samples}
+    on = {row.id: row.hostnode_id for row in session.execute(select(Instance.id, Instance.hostnode_id)
+                                                             .where(Instance.id.in_(ids)))}
     now = clock.now()
-    kept = [{"instance_id": i, "at": now, "values": v} for i, v in samples if i in mine]
-    if kept:  # one multi-row INSERT for the whole heartbeat, not one per sample
+    kept = [{"instance_id": i, "at": now, "values": v} for host_id, i, v in samples if on.get(i) == host_id]
+    if kept:
         session.execute(insert(MetricSample).values(kept))
     return len(kept)
 
