@@ -270,7 +270,7 @@ def run(database: str, db_url: str, hosts: int, creates: int, steady_s: float) -
             elapsed, page = _timed(user, "GET", "/v1/instances", params={"limit": 50})
             row.failed += page.status_code != 200
             lists.append(elapsed)
-            elapsed, found = _timed(user, "GET", "/v1/offers", params={"gpu": "h100", "gpu_count": 1})
+            elapsed, found = _timed(user, "GET", "/v1/offers", params={"gpu": "h100", "gpu_count": 1, "limit": 50})
             row.failed += found.status_code != 200
             offers.append(elapsed)
         row.list_p50, row.list_p99 = pct(lists, 50), pct(lists, 99)

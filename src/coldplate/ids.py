@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -20,6 +21,11 @@ def new_id(prefix: str, length: int = 16) -> str:
 
 def new_secret(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def is_secret(value: str, prefix: str) -> bool:
+    """Whether `value` has the shape new_secret(prefix) gives: the prefix and 32 random bytes."""
+    return re.fullmatch(rf"{re.escape(prefix)}_[A-Za-z0-9_-]{{43}}", value) is not None
 
 
 def hash_secret(secret: str) -> str:

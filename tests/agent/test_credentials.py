@@ -17,7 +17,7 @@ from coldplate.agent.daemon import Agent
 from coldplate.agent.runtimes.sim import SimRuntime
 from coldplate.agent.ssh import host_key
 from coldplate.api.app import create_app
-from coldplate.services import join_tokens
+from coldplate.services import hostnodes, join_tokens
 from coldplate.state import AppState
 from tests.agent.test_agent import SPEC
 
@@ -105,9 +105,48 @@ def test_restarted_agent_re_registers_with_its_kept_token(state: AppState, tmp_p
             with pytest.raises(httpx.HTTPStatusError) as caught:
                 await impostor.register()
             assert caught.value.response.status_code == 403
-            assert TokenStore(tmp_path / "elsewhere").load(SPEC.name) is None
+            proposed = TokenStore(tmp_path / "elsewhere").load(SPEC.name)  # kept before asking, never let in
+            assert proposed is not None and proposed != first.token and impostor.hostnode_id is None
+            refused = await client.post("/v1/agent/heartbeat", json={},
+                                        headers={"Authorization": f"Bearer {proposed}"})
+            assert refused.status_code == 401
             response = await client.post("/v1/agent/heartbeat", json={},
                                          headers={"Authorization": f"Bearer {first.token}"})
             assert response.status_code == 200
 
     asyncio.run(scenario())
+
+
+def test_a_registration_whose_answer_is_lost_is_retried_and_let_in(state: AppState, tmp_path: Path) -> None:
+    """The server commits the registration but the agent never sees the answer (its read timed out
+    while the server was busy): the retry must not be refused as a takeover of a registered name."""
+    with state.tx() as session:
+        _, secret = join_tokens.create(session, clock=state.clock, name="t")
+
+    class LosesFirstAnswer(httpx.AsyncBaseTransport):
+        def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+            self.inner, self.lost = inner, 0
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await self.inner.handle_async_request(request)
+            if request.url.path == "/v1/agent/register" and not self.lost:
+                self.lost += 1
+                raise httpx.ReadTimeout("the answer never came", request=request)
+            return response
+
+    async def scenario() -> None:
+        transport = LosesFirstAnswer(httpx.ASGITransport(app=create_app(state)))
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+            agent = Agent(server_url="http://cp", join_token=secret, spec=SPEC, runtime=SimRuntime(),
+                          client=client, tokens=TokenStore(tmp_path))
+            with pytest.raises(httpx.ReadTimeout):
+                await agent.register()
+            await agent.register()  # what the agent's loop does next
+            assert transport.lost == 1 and agent.hostnode_id is not None
+            response = await client.post("/v1/agent/heartbeat", json={},
+                                         headers={"Authorization": f"Bearer {agent.token}"})
+            assert response.status_code == 200
+
+    asyncio.run(scenario())
+    with state.read() as session:
+        assert [h.name for h in hostnodes.list_hostnodes(session)] == [SPEC.name]

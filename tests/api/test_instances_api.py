@@ -302,6 +302,11 @@ def test_catalog_offers_and_regions(client: TestClient, fleet: Fleet, project_ke
     assert [r["slug"] for r in regions] == ["na", "eu", "apac"]
     bad = client.get("/v1/offers", params={"gpu": "nope"}, headers=auth(project_key))
     assert bad.status_code == 422 and bad.json()["param"] == "gpu"
+    first = client.get("/v1/offers", params={"gpu": "H100", "gpu_count": 2, "limit": 1}, headers=auth(project_key))
+    assert [o["hostnode_name"] for o in first.json()["data"]] == ["h2"]  # the best one
+    for limit in (0, 101):
+        bad = client.get("/v1/offers", params={"gpu": "H100", "limit": limit}, headers=auth(project_key))
+        assert bad.status_code == 422 and bad.json()["param"] == "limit"
 
 
 def test_wait_returns_when_ready_and_times_out(client: TestClient, fleet: Fleet, project_key: str) -> None:

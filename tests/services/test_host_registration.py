@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from coldplate.ids import is_secret, new_secret
 from coldplate.services import hostnodes, join_tokens
 from coldplate.services.errors import Forbidden, Unauthorized
 from coldplate.state import AppState
@@ -91,3 +92,26 @@ def test_a_new_name_needs_a_join_token_or_an_admin_key(state: AppState) -> None:
     host_id, token = register(state, "gpu-02", join_token=secret, credential="cpa_stale")
     assert token != "cpa_stale" and token_works(state, token) == host_id
     assert uses(state, token_id) == 1
+
+
+def test_a_new_host_proposes_its_token_so_a_registration_whose_answer_was_lost_can_be_retried(
+        state: AppState) -> None:
+    """The agent keeps the token it proposes before asking; the server stores it. The answer lost
+    (a timeout while the server was busy), the retry presents it and is let in, not refused."""
+    token_id, secret = join(state)
+    proposed = new_secret("cpa")
+    host_id, token = register(state, "gpu-01", join_token=secret, credential=proposed)
+    assert token == proposed and token_works(state, proposed) == host_id
+    assert register(state, "gpu-01", join_token=secret, credential=proposed) == (host_id, proposed)
+    assert uses(state, token_id) == 1
+
+
+def test_a_proposed_token_that_is_malformed_or_another_hosts_is_not_taken(state: AppState) -> None:
+    _, secret = join(state)
+    first, first_token = register(state, "gpu-01", join_token=secret, credential=new_secret("cpa"))
+    second, second_token = register(state, "gpu-02", join_token=secret, credential=first_token)
+    assert second_token != first_token and token_works(state, first_token) == first
+    assert token_works(state, second_token) == second
+    for weak in ("cpa_short", "cpa_" + "a" * 42 + "!", "cp_" + "a" * 43):
+        _, token = register(state, f"h-{len(weak)}-{weak[-1]}", join_token=secret, credential=weak)
+        assert token != weak and is_secret(token, "cpa")

@@ -3,9 +3,11 @@
 - The join token comes from the environment (`COLDPLATE_JOIN_TOKEN`) or a file only its owner
   can read (`--join-token-file`), never from the command line: every user on a host sees every
   process's arguments.
-- The agent token the server issues at registration is kept in `<data-dir>/agent-tokens/<name>`
-  (0600 in a 0700 directory). A restarted agent presents it to re-register its own name; without
-  it, a registered name can only be taken back by an admin (services.hostnodes.register)."""
+- The agent token is kept in `<data-dir>/agent-tokens/<name>` (0600 in a 0700 directory): a new
+  host proposes its own and keeps it before asking, so that a lost answer can be retried; the
+  server may issue another, which replaces it. A restarted agent presents it to re-register its
+  own name; without it, a registered name can only be taken back by an admin
+  (services.hostnodes.register)."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from coldplate.agent.retention import WorkspaceRetention
 from coldplate.agent.runtimes.base import Runtime, RuntimeFailure
 from coldplate.agent.ssh import SshGateway
 from coldplate.domain.lifecycle import AgentAction, Busy, Desired, Status, plan
+from coldplate.ids import new_secret
 from coldplate.protocol import Assignment
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Agent:
         self.retention = retention  # None: a terminated instance's disk goes at once
         self._starting: set[str] = set()
         self._assigned: dict[str, Assignment] | None = None  # as of the last poll; None before the first
+        self._proposed: str | None = None  # the token this host asked for, before the server's answer
         self._beat_now = asyncio.Event()  # the server came back (a poll succeeded after failing): say so now
 
     def registration(self) -> protocol.Registration:
@@ -84,6 +86,12 @@ class Agent:
         the join token (a new name needs it); keeps the token the server answers with."""
         saved = self.tokens.load(self.spec.name) if self.tokens is not None else None
         credential = self.token or saved
+        if credential is None:  # a new host proposes its own token and keeps it before asking: if
+            # the answer is lost (a timeout while the server was busy), the retry presents the token
+            # the server stored, instead of a join token that no longer opens a registered name
+            credential = saved = self._proposed = self._proposed or new_secret("cpa")
+            if self.tokens is not None:
+                self.tokens.save(self.spec.name, credential)
         response = await self.client.post(f"{self.server_url}/v1/agent/register",
                                           json=self.registration().model_dump(mode="json", exclude_none=True),
                                           headers={"Authorization": f"Bearer {credential}"} if credential else {})

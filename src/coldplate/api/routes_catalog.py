@@ -46,7 +46,8 @@ def regions(_: Principal = Depends(reader)) -> dict[str, Any]:
 @router.get("/offers", response_model=OfferList)
 def offers(request: Request, _: Principal = Depends(reader), gpu: SafeStr = Query(min_length=1, max_length=100),
            gpu_count: int = Query(default=1, ge=1, le=64), region: SafeStr | None = Query(default=None, max_length=40),
-           spot: bool = False) -> dict[str, Any]:
+           spot: bool = False, limit: int = Query(default=50, ge=1, le=100)) -> dict[str, Any]:
+    """The `limit` best offers (cheapest first; see placement.rank), ranked among 4 × `limit` hosts."""
     gpu_type = catalog.resolve_gpu(gpu)
     if gpu_type is None:
         raise ApiProblem(422, "validation_error", f"unknown GPU type {gpu!r}", param="gpu")
@@ -59,7 +60,7 @@ def offers(request: Request, _: Principal = Depends(reader), gpu: SafeStr = Quer
     count = 0 if gpu_type.slug == "cpu" else gpu_count
     with state(request).read() as session:
         found_offers = offers_service.offers(session, gpu_slug=gpu_type.slug, gpu_count=count,
-                                             region=region_slug, spot=spot)
+                                             region=region_slug, spot=spot, limit=limit)
         data = [{
             "hostnode_id": o.host.id, "hostnode_name": o.host.name, "region": o.host.region,
             "location": {"city": o.host.city, "country": o.host.country},

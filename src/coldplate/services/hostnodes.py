@@ -18,7 +18,7 @@ from coldplate.domain.lifecycle import (
     Status,
     host_change_allowed,
 )
-from coldplate.ids import hash_secret, new_id, new_secret
+from coldplate.ids import hash_secret, is_secret, new_id, new_secret
 from coldplate.protocol import HostInfo
 from coldplate.services import join_tokens, outbox, projects
 from coldplate.services.capacity import HOSTNODES
@@ -74,7 +74,12 @@ def register(session: Session, *, clock: Clock, spec: HostInfo, join_token: str 
     it) or an admin key. A registered name needs that host's own agent token, which stays valid (an
     agent restarting with its token file), or an admin key, which issues a fresh token and so locks
     out whoever held the old one (a reinstalled host that lost its file). A join token alone never
-    takes over a registered name: that was a way to hijack a live host and its tenants' secrets."""
+    takes over a registered name: that was a way to hijack a live host and its tenants' secrets.
+
+    A new name's agent may propose its own token as `credential` (the shape new_secret gives, held
+    by no other host): it keeps the token before it asks, so that when the answer is lost (the
+    request timed out while the server was busy, and the registration was committed all the same)
+    the retry presents the token that was stored, instead of being refused for ever."""
     host = session.scalars(select(Hostnode).where(Hostnode.name == spec.name)).first()
     own = host is not None and credential is not None and host.agent_token_hash == hash_secret(credential)
     admin = not own and credential is not None and _is_admin(session, credential)
@@ -86,7 +91,8 @@ def register(session: Session, *, clock: Clock, spec: HostInfo, join_token: str 
             raise Unauthorized("a new hostnode needs a join token", param="join_token")
         join_tokens.use(session, clock=clock, secret=join_token)
     gpu_slug, region = _resolve_spec(spec)
-    token = credential if own and credential is not None else new_secret("cpa")
+    proposed = host is None and not admin and credential is not None and _free_agent_token(session, credential)
+    token = credential if (own or proposed) and credential is not None else new_secret("cpa")
     now = clock.now()
     if host is None:
         host = Hostnode(
@@ -104,6 +110,12 @@ def register(session: Session, *, clock: Clock, spec: HostInfo, join_token: str 
     outbox.record(session, clock=clock, project_id=ADMIN_PROJECT_ID, type="hostnode.registered",
                   data={"hostnode_id": host.id, "name": host.name})
     return host, token
+
+
+def _free_agent_token(session: Session, credential: str) -> bool:
+    """Whether an agent may take `credential` as its token: well formed, and no host's already."""
+    return is_secret(credential, "cpa") and session.scalar(
+        select(Hostnode.id).where(Hostnode.agent_token_hash == hash_secret(credential))) is None
 
 
 def set_status(host: Hostnode, target: HostStatus, *, by_agent: bool) -> None:
