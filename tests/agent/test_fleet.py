@@ -157,3 +157,30 @@ async def test_a_new_server_id_in_the_poll_answer_triggers_a_heartbeat() -> None
     await _run_until(agent, lambda: polls >= 10)
     await client.aclose()
     assert beats == 2  # the first, and the one for the new server
+
+
+async def test_long_polls_go_through_a_pool_of_their_own() -> None:
+    """A sim fleet's agents share connections; in one pool a poll queued behind other hosts'
+    heartbeats for the connection of the next poll to return, and missed its wake-ups for up to a
+    whole poll. Polls go through `poll_client`; registration, heartbeats and reports do not."""
+    seen: dict[str, list[str]] = {"polls": [], "calls": []}
+
+    def handler(pool: str) -> Any:
+        def answer(request: httpx.Request) -> httpx.Response:
+            seen[pool].append(request.url.path)
+            if request.url.path.endswith("/register"):
+                return httpx.Response(201, json={"hostnode_id": "hn_1", "agent_token": "cpa_t"})
+            if request.url.path.endswith("/assignments"):
+                return httpx.Response(200, json={"version": 1, "server_id": "s", "assignments": [], "tasks": []})
+            return httpx.Response(200, json={"status": "online", "server_time": "2026-01-01T00:00:00Z"})
+        return answer
+
+    calls = httpx.AsyncClient(transport=httpx.MockTransport(handler("calls")))
+    polls = httpx.AsyncClient(transport=httpx.MockTransport(handler("polls")))
+    spec = load_fleet(DEMO_FLEET)[0].info
+    agent = Agent(server_url="http://cp", join_token="cpj", spec=spec, runtime=SimRuntime(), client=calls,
+                  poll_client=polls)
+    await agent._poll_once()
+    await agent._heartbeat_once()
+    assert seen["polls"] == ["/v1/agent/assignments"]
+    assert seen["calls"] == ["/v1/agent/register", "/v1/agent/heartbeat"]

@@ -46,7 +46,8 @@ def describe_failure(exc: BaseException) -> str:
 
 class Agent:
     def __init__(self, *, server_url: str, join_token: str | None, spec: protocol.HostInfo, runtime: Runtime,
-                 client: httpx.AsyncClient | None = None, heartbeat_interval: float | None = None,
+                 client: httpx.AsyncClient | None = None, poll_client: httpx.AsyncClient | None = None,
+                 heartbeat_interval: float | None = None,
                  poll_wait: float = 25.0, retry_delay: float = 0.5,
                  gpu_usage: Callable[[list[int]], dict[str, float]] | None = None,
                  ssh: SshGateway | None = None, retention: WorkspaceRetention | None = None,
@@ -57,6 +58,9 @@ class Agent:
         self.spec = spec
         self.runtime = runtime
         self.client = client or httpx.AsyncClient(timeout=poll_wait + 10)
+        # the long-poll's own client where agents share connections (a sim fleet): a poll queued for a
+        # connection behind others' calls, or a call behind long-polls, waits up to a whole poll
+        self.poll_client = poll_client or self.client
         # None: as the server says in its answers to registration and heartbeats
         self.fixed_heartbeat = heartbeat_interval is not None
         self.heartbeat_interval = heartbeat_interval if heartbeat_interval is not None else DEFAULT_HEARTBEAT_S
@@ -121,11 +125,12 @@ class Agent:
             assert self.token is not None
             return self.token
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _call(self, method: str, path: str, *, client: httpx.AsyncClient | None = None,
+                    **kwargs: Any) -> httpx.Response:
         """An authenticated call; a 401 (server lost our token) re-registers and retries once."""
         token = self.token or await self._ensure_registered(None)
         for attempt in range(2):
-            response = await self.client.request(method, f"{self.server_url}{path}",
+            response = await (client or self.client).request(method, f"{self.server_url}{path}",
                                                  headers={"Authorization": f"Bearer {token}"}, **kwargs)
             if response.status_code != 401 or attempt == 1:
                 return response
@@ -222,7 +227,7 @@ class Agent:
         params: dict[str, Any] = {"since": self._version, "wait": wait}
         if self._server_id is not None:  # a restarted server answers at once: the agent beats there now
             params["server_id"] = self._server_id
-        response = await self._call("GET", "/v1/agent/assignments", params=params)
+        response = await self._call("GET", "/v1/agent/assignments", client=self.poll_client, params=params)
         response.raise_for_status()
         data = protocol.Assignments.model_validate(response.json())
         self._version = data.version

@@ -27,7 +27,8 @@ from coldplate.collector import collect_rarely
 DEMO_FLEET = Path(__file__).with_name("demo-fleet.yaml")
 PORTS_PER_HOST = 1000
 HOSTS_PER_CLIENT = 8
-SHARED_CONNECTIONS = 2  # per client, beside its hosts' long-polls
+SHARED_CONNECTIONS = 2  # per group of hosts, for everything but their long-polls
+KEEPALIVE_S = 4.0
 
 
 class FleetError(ValueError):
@@ -93,6 +94,13 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
+def _limits(connections: int) -> httpx.Limits:
+    """A pool of `connections` that drops a connection idle for KEEPALIVE_S, before the server's
+    keep-alive timeout (uvicorn: 5 s) closes it under a request just sent on it."""
+    return httpx.Limits(max_connections=connections, max_keepalive_connections=connections,
+                        keepalive_expiry=KEEPALIVE_S)
+
+
 def shard(specs: list[SimHost], index: int, count: int) -> list[SimHost]:
     """The hosts shard `index` of `count` runs: every count-th, so each shard gets a mix of groups."""
     return specs[index::count]
@@ -113,14 +121,17 @@ async def run_sim_fleet(*, server_url: str, join_token: str | None, specs: list[
         agents = []
         for first in range(0, len(specs), HOSTS_PER_CLIENT):
             group = specs[first:first + HOSTS_PER_CLIENT]
-            # one connection per long-poll and a few shared by heartbeats and reports: at 10,000 hosts
-            # two per host would pass the server's 20,000 open files
-            limits = httpx.Limits(max_connections=len(group) + SHARED_CONNECTIONS,
-                                  max_keepalive_connections=len(group) + SHARED_CONNECTIONS)
-            client = await stack.enter_async_context(httpx.AsyncClient(timeout=poll_wait + 10, limits=limits,
-                                                                       verify=tls))
+            # long-polls and the other calls in pools of their own: in one pool a poll queued behind
+            # heartbeats for the connection of the next poll to return, up to a whole poll (at 10,000
+            # hosts on PostgreSQL a tenth of the polls started 18 s or more after the last ended, and
+            # creates missed their wake-ups); one connection per long-poll, a few for the rest (two per
+            # host would pass the server's 20,000 open files)
+            polls = await stack.enter_async_context(httpx.AsyncClient(
+                timeout=poll_wait + 10, verify=tls, limits=_limits(len(group))))
+            client = await stack.enter_async_context(httpx.AsyncClient(
+                timeout=poll_wait + 10, verify=tls, limits=_limits(SHARED_CONNECTIONS)))
             agents += [
-                Agent(server_url=server_url, join_token=join_token, spec=spec.info, client=client,
+                Agent(server_url=server_url, join_token=join_token, spec=spec.info, client=client, poll_client=polls,
                       runtime=SimRuntime(start_delay_s=spec.start_delay_s, failure_rate=spec.failure_rate, rng=rng),
                       heartbeat_interval=heartbeat_interval, poll_wait=poll_wait, tokens=tokens)
                 for spec in group
