@@ -41,6 +41,16 @@ class Recorder:
         return [ValueError(f"negative: {i}") if i < 0 else 2 * i for i in items]
 
 
+async def _first_group_held(work: Recorder) -> tuple[Batcher[int, int], asyncio.Task[int]]:
+    """A batcher whose first group (the call 1) is in its worker thread, held there by `work.gate`."""
+    batcher = Batcher(work, limiter=CapacityLimiter(2))
+    work.gate.clear()
+    first = asyncio.create_task(batcher.submit(1))
+    while not work.groups:
+        await asyncio.sleep(0.01)
+    return batcher, first
+
+
 def test_a_lone_call_runs_at_once_as_a_group_of_one() -> None:
     work = Recorder()
 
@@ -57,11 +67,7 @@ def test_calls_arriving_while_a_group_runs_go_together_as_the_next() -> None:
     work = Recorder()
 
     async def main() -> None:
-        batcher = Batcher(work, limiter=CapacityLimiter(2))
-        work.gate.clear()
-        first = asyncio.create_task(batcher.submit(1))
-        while not work.groups:  # the first group is in its thread, held there
-            await asyncio.sleep(0.01)
+        batcher, first = await _first_group_held(work)
         rest = [asyncio.create_task(batcher.submit(i)) for i in range(2, 302)]
         await asyncio.sleep(0.1)
         work.gate.set()
@@ -104,11 +110,7 @@ def test_a_caller_that_went_away_is_left_out_of_the_next_group() -> None:
     work = Recorder()
 
     async def main() -> None:
-        batcher = Batcher(work, limiter=CapacityLimiter(2))
-        work.gate.clear()
-        first = asyncio.create_task(batcher.submit(1))
-        while not work.groups:
-            await asyncio.sleep(0.01)
+        batcher, first = await _first_group_held(work)
         gone = asyncio.create_task(batcher.submit(2))
         stays = asyncio.create_task(batcher.submit(3))
         await asyncio.sleep(0.05)

@@ -1,12 +1,13 @@
-"""Where the agents' calls do their database work: worker threads of their own, token checks and
-heartbeats in groups.
+"""Where the agents' calls do their database work: worker threads of their own, token checks,
+heartbeats and assignment reads in groups.
 
 A fleet's calls (10,000 hosts: hundreds a second, thousands at once when it starts) go through
-AGENT_THREADS worker threads that no user request waits for, so a fleet starting or a burst of
-heartbeats cannot queue a user's list or create behind it (measured at 10,000 hosts: 10,000-12,000
-calls waiting in the shared pool for over a minute, user requests 10-40 s). Token checks and
-heartbeats, the calls that come in hundreds, are grouped (batcher.Batcher): one query checks every
-token that arrived while the last group ran; one transaction writes every heartbeat."""
+worker threads that no user request waits for (AGENT_THREADS, and one for each kind of group), so
+a fleet starting or a burst of heartbeats cannot queue a user's list or create behind it
+(measured at 10,000 hosts: 10,000-12,000 calls waiting in the shared pool for over a minute, user
+requests 10-40 s). The calls that come in hundreds are grouped (batcher.Batcher): one query checks
+every token that arrived while the last group ran; one transaction writes every heartbeat; one
+read answers every long-poll that needs one."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from coldplate.state import AppState
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-AGENT_THREADS = 8  # SQLite takes one writer at a time anyway; PostgreSQL's pool is larger than this
+AGENT_THREADS = 16  # for registrations, reports and task results; SQLite takes one writer at a time anyway
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,11 @@ class AgentGate:
     def __init__(self, app: AppState) -> None:
         self.app = app
         self.limiter = CapacityLimiter(AGENT_THREADS)
-        self.checks: Batcher[str, str] = Batcher(self._check, limiter=self.limiter)
-        self.beats: Batcher[Pulse, Beat] = Batcher(self._beat, limiter=self.limiter)
-        self.reads: Batcher[str, protocol.Assignments] = Batcher(self._read, limiter=self.limiter)
+        # a thread each for the groups, apart: a token check never waits behind registrations
+        groups = CapacityLimiter(3)
+        self.checks: Batcher[str, str] = Batcher(self._check, limiter=groups)
+        self.beats: Batcher[Pulse, Beat] = Batcher(self._beat, limiter=groups)
+        self.reads: Batcher[str, protocol.Assignments] = Batcher(self._read, limiter=groups)
 
     async def run(self, fn: Callable[[], T]) -> T:
         """`fn` (database work for one agent call) in one of the agents' worker threads."""
