@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import httpx
 import pytest
 from anyio import CapacityLimiter
 
+from coldplate.api.agent_gate import AgentGate
 from coldplate.api.app import create_app
 from coldplate.api.batcher import Batcher
 from coldplate.services import hostnodes
@@ -127,48 +128,50 @@ def test_a_caller_that_went_away_is_left_out_of_the_next_group() -> None:
 # --- through the app ----------------------------------------------------------------------------
 
 
-def _beat(client: httpx.AsyncClient, token: str) -> httpx.Response:
+def _beat(client: httpx.AsyncClient, token: str) -> Awaitable[httpx.Response]:
     return client.post("/v1/agent/heartbeat", json={"metrics": []}, headers={"Authorization": f"Bearer {token}"})
+
+
+Call = Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]]
+
+
+def _burst(state: AppState, tokens: list[str], call: Call) -> tuple[list[httpx.Response], Statements, AgentGate]:
+    """`call` with each token at once through the running app: the answers, in order, the SQL
+    they ran, and the app's gate (which counts its groups)."""
+    async def main() -> tuple[list[httpx.Response], Statements, AgentGate]:
+        async with _running(state) as client:
+            gate = client._transport.app.state.agent_gate  # type: ignore[attr-defined]
+            with Statements(state) as statements:
+                answers = await asyncio.gather(*(call(client, token) for token in tokens))
+            return list(answers), statements, gate
+
+    return asyncio.run(main())
 
 
 def test_a_burst_of_heartbeats_is_written_in_a_few_transactions_and_a_bad_token_fails_alone(state: AppState) -> None:
     hosts = _register(state, 300)
-
-    async def main() -> None:
-        async with _running(state) as client:
-            gate = client._transport.app.state.agent_gate  # type: ignore[attr-defined]
-            with Statements(state) as statements:
-                answers = await asyncio.gather(*(_beat(client, token) for _, token in hosts),
-                                               _beat(client, "cpa_not_a_token"))
-            assert [a.status_code for a in answers] == [200] * 300 + [401]
-            assert answers[-1].headers["content-type"] == "application/problem+json"
-            assert all(a.json()["status"] == "online" for a in answers[:300])
-            updates = statements.count("UPDATE", "hostnodes")
-            assert updates == gate.beats.groups and updates < 30, updates  # not one per heartbeat
-            commits = sum(1 for s in statements.seen if s.strip().upper() == "COMMIT")
-            assert commits <= updates + 1
-
-    asyncio.run(main())
+    answers, statements, gate = _burst(state, [token for _, token in hosts] + ["cpa_not_a_token"], _beat)
+    assert [a.status_code for a in answers] == [200] * 300 + [401]
+    assert answers[-1].headers["content-type"] == "application/problem+json"
+    assert all(a.json()["status"] == "online" for a in answers[:300])
+    updates = statements.count("UPDATE", "hostnodes")
+    assert updates == gate.beats.groups and updates < 30, updates  # not one per heartbeat
+    assert sum(1 for s in statements.seen if s.strip().upper() == "COMMIT") <= updates + 1
     with state.read() as session:
         seen = {h.id: h.last_heartbeat_at for h in hostnodes.list_hostnodes(session)}
     assert all(seen[host_id] is not None for host_id, _ in hosts)
 
 
+def _poll_now(client: httpx.AsyncClient, token: str) -> Awaitable[httpx.Response]:
+    return client.get("/v1/agent/assignments", params={"wait": 0}, headers={"Authorization": f"Bearer {token}"})
+
+
 def test_a_burst_of_polls_checks_its_tokens_and_reads_its_hosts_in_groups(state: AppState) -> None:
     hosts = _register(state, 300)
-
-    async def main() -> None:
-        async with _running(state) as client:
-            gate = client._transport.app.state.agent_gate  # type: ignore[attr-defined]
-            with Statements(state) as statements:
-                polls = await asyncio.gather(*(client.get("/v1/agent/assignments", params={"wait": 0},
-                                                          headers={"Authorization": f"Bearer {token}"})
-                                               for _, token in hosts))
-            assert all(p.status_code == 200 for p in polls)
-            assert statements.count("SELECT", "agent_tasks") == gate.reads.groups < 30
-            assert statements.count("SELECT", "hostnodes") <= gate.checks.groups + gate.reads.groups
-
-    asyncio.run(main())
+    polls, statements, gate = _burst(state, [token for _, token in hosts], _poll_now)
+    assert all(p.status_code == 200 for p in polls)
+    assert statements.count("SELECT", "agent_tasks") == gate.reads.groups < 30
+    assert statements.count("SELECT", "hostnodes") <= gate.checks.groups + gate.reads.groups
 
 
 def test_agent_calls_waiting_for_the_database_do_not_hold_up_a_users_request(state: AppState) -> None:
