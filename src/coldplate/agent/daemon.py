@@ -98,7 +98,7 @@ class Agent:
                 self.tokens.save(self.spec.name, credential)
         response = await self.client.post(f"{self.server_url}/v1/agent/register",
                                           json=self.registration().model_dump(mode="json", exclude_none=True),
-                                          headers={"Authorization": f"Bearer {credential}"} if credential else {})
+                                          headers={"Authorization": f"Bearer {credential}"})
         if response.is_error:
             log.error("registration refused", extra={"host": self.spec.name, "status": response.status_code,
                                                      "problem": response.text[:500]})
