@@ -108,3 +108,19 @@ def test_a_groups_samples_are_one_insert_and_a_sample_for_another_hosts_instance
     with state.read() as session:
         kept = {(s.instance_id, s.values["gpu_util_pct"]) for s in session.scalars(select(MetricSample))}
     assert kept == {(on[a], 10.0), (on[b], 20.0)}
+
+
+def test_a_big_groups_samples_stay_within_the_databases_parameter_limits(
+        client: TestClient, fleet: Fleet, project_key: str, state: AppState) -> None:
+    """A group of heartbeats carries up to 500 × 1,000 samples: one IN list or one INSERT for all of
+    them passed SQLite's 32,766 (and PostgreSQL's 65,535) statement parameters, and the whole group,
+    everyone's heartbeat, failed."""
+    host = fleet.host("h", count=1)
+    mine = client.post("/v1/instances", json={"name": "m", "gpu": "H100"}, headers=auth(project_key)).json()["id"]
+    samples = [(host, f"inst_elsewhere{i:06d}", {"gpu_util_pct": 1.0}) for i in range(40_000)]
+    samples += [(host, mine, {"gpu_util_pct": float(i % 100)}) for i in range(25_000)]
+    with Statements(state) as statements, state.tx() as session:
+        assert metrics.record(session, clock=state.clock, samples=samples) == 25_000
+    assert statements.count("INSERT", "metric_samples") == 25  # in rows of a thousand
+    with state.read() as session:
+        assert session.scalar(select(func.count()).select_from(MetricSample)) == 25_000

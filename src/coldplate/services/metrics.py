@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
@@ -12,21 +13,31 @@ from coldplate.clock import Clock
 from coldplate.db.tables import Instance, MetricSample
 
 MAX_POINTS = 10_000
+CHUNK = 1000  # rows per INSERT (3 parameters each), ids per IN list
+T = TypeVar("T")
 
 
 def record(session: Session, *, clock: Clock, samples: Sequence[tuple[str, str, dict[str, float]]]) -> int:
-    """Store samples, each (host id, instance id, values), in one multi-row INSERT: a heartbeat's, or
-    a whole group of heartbeats'. A sample for an instance that is not on its host is dropped."""
+    """Store samples, each (host id, instance id, values): a heartbeat's, or a whole group of
+    heartbeats', in multi-row INSERTs of CHUNK rows. A sample for an instance that is not on its host
+    is dropped."""
     if not samples:
         return 0
-    ids = {instance_id for _, instance_id, _ in samples}
-    on = {row.id: row.hostnode_id for row in session.execute(select(Instance.id, Instance.hostnode_id)
-                                                             .where(Instance.id.in_(ids)))}
+    ids = sorted({instance_id for _, instance_id, _ in samples})
+    on = {row.id: row.hostnode_id for part in _chunks(ids)
+          for row in session.execute(select(Instance.id, Instance.hostnode_id).where(Instance.id.in_(part)))}
     now = clock.now()
     kept = [{"instance_id": i, "at": now, "values": v} for host_id, i, v in samples if on.get(i) == host_id]
-    if kept:
-        session.execute(insert(MetricSample).values(kept))
+    for rows in _chunks(kept):
+        session.execute(insert(MetricSample).values(rows))
     return len(kept)
+
+
+def _chunks(items: list[T]) -> Iterator[list[T]]:
+    """`items` in lists of CHUNK: a group of heartbeats carries up to 500,000 samples, and one
+    statement holds at most 32,766 parameters on SQLite, 65,535 on PostgreSQL."""
+    for first in range(0, len(items), CHUNK):
+        yield items[first:first + CHUNK]
 
 
 def series(session: Session, *, instance_id: str, since: datetime | None) -> list[MetricSample]:
