@@ -54,9 +54,10 @@ class AgentGate:
         self.beats: Batcher[Pulse, Beat] = Batcher(self._beat, limiter=groups)
         self.reads: Batcher[str, protocol.Assignments] = Batcher(self._read, limiter=groups)
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        """`fn` (database work for one agent call) in one of the agents' worker threads."""
-        return await to_thread.run_sync(fn, limiter=self.limiter)
+    async def transact(self, fn: Callable[[Session], T]) -> T:
+        """`fn` in a transaction (AppState.transact) in one of the agents' worker threads: the
+        database work of one registration, report or task result."""
+        return await to_thread.run_sync(self.app.transact, fn, limiter=self.limiter)
 
     async def host_of(self, token: str) -> str:
         """The id of the hostnode whose agent holds `token`; Unauthorized if none does."""

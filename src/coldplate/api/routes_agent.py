@@ -36,7 +36,7 @@ async def register(body: protocol.Registration, request: Request,
         return protocol.Registered(hostnode_id=host.id, agent_token=token,
                                    heartbeat_interval_seconds=_heartbeat_interval(app, host.heartbeat_timeout_s))
 
-    return await gate(request).run(lambda: app.transact(enrol))
+    return await gate(request).transact(enrol)
 
 
 def _heartbeat_interval(app: AppState, heartbeat_timeout_s: float) -> float:
@@ -101,7 +101,7 @@ async def transition(instance_id: Ref, body: protocol.TransitionReport, request:
                        failure_reason=body.failure_reason, exit_code=body.exit_code, exit_message=body.exit_message)
         return protocol.TransitionAck(status=Status(inst.status))
 
-    return await gate(request).run(lambda: app.transact(report))
+    return await gate(request).transact(report)
 
 
 @router.post("/tasks/{task_id}/result")
@@ -115,4 +115,4 @@ async def task_result(task_id: Ref, body: protocol.TaskResult, request: Request,
                              result=body.model_dump(exclude_none=True))
         return protocol.TaskAck(status="done")
 
-    return await gate(request).run(lambda: app.transact(complete))
+    return await gate(request).transact(complete)
