@@ -21,6 +21,6 @@ bash scripts/postgres.sh
 DOCKER_HOST=$(bash scripts/dockerd.sh)
 export DOCKER_HOST
 export COLDPLATE_TEST_POSTGRES_URL="${COLDPLATE_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/coldplate_test}"
-ruff check src tests bench
+ruff check src tests bench scripts
 mypy
 python -m pytest -q -p no:cacheprovider "$@"

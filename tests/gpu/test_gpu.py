@@ -59,8 +59,10 @@ def test_nvml_inventory(tmp_path: Path) -> None:
     assert all(u.startswith("GPU-") for u in FOUND.uuids)
     assert FOUND.memory_mb > 1000 and FOUND.driver_version and not FOUND.simulated
     host = local_host_spec(name="gpu-host", region="eu", city="", country="", address="127.0.0.1",
-                           port_range=(41000, 41100), fake_gpus=None, data_dir=tmp_path, prices={})
-    assert (host.gpu.count, host.gpu.simulated) == (FOUND.count, False)
+                           port_range=(41000, 41100), fake_gpus=None, data_dir=tmp_path,
+                           prices={"gpu_per_hour": "2.00", "spot_gpu_per_hour": "1.00"})
+    assert (host.gpu.model, host.gpu.count, host.gpu.uuids, host.gpu.simulated) == (
+        FOUND.model, FOUND.count, FOUND.uuids, False)
 
 
 async def test_utilisation_while_a_matrix_product_runs_then_idle(tmp_path: Path) -> None:
