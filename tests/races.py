@@ -39,7 +39,7 @@ ACKNOWLEDGED = USER_ACTIONS + LOOP_CALLS  # what must have taken effect once ans
 # "draining" is a stop in progress, "terminating" a terminate in progress.
 NATURAL: dict[str, tuple[str, ...]] = {
     "create": ("ready", "stopped"), "stop": ("ready", "starting"), "start": ("stopped",), "restart": ("ready",),
-    "terminate": ("ready", "draining"), "starting": ("provisioning",), "ready": ("starting",),
+    "terminate": ("ready", "draining"), "starting": ("provisioning",), "ready": ("starting", "provisioning"),
     "stopped": ("ready", "draining", "terminating"), "failed": ("starting", "terminating"),
     "terminated": ("terminating",), "expire": ("ready", "stopped"), "host_lost": ("ready", "stopped"),
 }

@@ -4,6 +4,7 @@ The real server is exercised by tests/e2e."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from coldplate import protocol
-from coldplate.agent.daemon import Agent
+from coldplate.agent.daemon import QUIET_START_S, Agent
 from coldplate.agent.fleet import FleetError, load_fleet
 from coldplate.agent.retention import WorkspaceRetention
 from coldplate.agent.runtimes.base import Assignment
@@ -27,8 +28,9 @@ class StandInServer:
     server, it records what the agent reports: within the same round an instance reported stopped
     is listed stopped, and one reported terminated is no longer listed."""
 
-    def __init__(self, rounds: list[list[dict[str, Any]]]) -> None:
+    def __init__(self, rounds: list[list[dict[str, Any]]], advance_when: Callable[[], bool] | None = None) -> None:
         self.rounds = rounds
+        self.advance_when = advance_when  # past the first round only once this holds (None: at once)
         self.registrations = 0
         self.valid_token: str | None = None
         self.reports: list[tuple[str, str]] = []
@@ -54,7 +56,10 @@ class StandInServer:
             return httpx.Response(200, json=ack.model_dump())
         if path == "/v1/agent/assignments":
             since = int(request.url.params["since"])
-            index = self.position = max(self.position, min(since + 1, len(self.rounds) - 1))
+            ahead = min(since + 1, len(self.rounds) - 1)
+            if self.position > 0 or self.advance_when is None or self.advance_when():
+                self.position = max(self.position, ahead)
+            index = self.position
             if index <= since:  # nothing new: a long-poll waits
                 await asyncio.sleep(float(request.url.params["wait"]))
             listed = []
@@ -95,11 +100,20 @@ async def run_agent(server: StandInServer, runtime: SimRuntime, until: Any,
 
 
 async def test_converges_start_then_stop() -> None:
-    server = StandInServer([[assignment("provisioning", "running")], [assignment("draining", "stopped")]])
+    """A start done within QUIET_START_S is reported `ready` alone (the server records `starting`)."""
+    server = StandInServer([[assignment("provisioning", "running")], [assignment("draining", "stopped")]],
+                           advance_when=lambda: ("inst_1", "ready") in server.reports)
     runtime = SimRuntime()
     await run_agent(server, runtime, lambda: ("inst_1", "stopped") in server.reports)
-    assert server.reports[:3] == [("inst_1", "starting"), ("inst_1", "ready"), ("inst_1", "stopped")]
+    assert server.reports[:2] == [("inst_1", "ready"), ("inst_1", "stopped")]
     assert runtime.instances == {"inst_1": "exited"}
+
+
+async def test_a_start_longer_than_the_quiet_window_says_starting_first() -> None:
+    server = StandInServer([[assignment("provisioning", "running")]])
+    slow = SimRuntime(start_delay_s=QUIET_START_S + 0.1)
+    await run_agent(server, slow, lambda: ("inst_1", "ready") in server.reports)
+    assert server.reports == [("inst_1", "starting"), ("inst_1", "ready")]
 
 
 async def test_terminate_deletes() -> None:
@@ -246,8 +260,9 @@ async def test_without_retention_the_disk_goes_with_the_instance() -> None:
 
 async def test_stop_wins_over_a_start_still_booting() -> None:
     """A stop that arrives during a long cloud-init must not wait for it to finish."""
-    server = StandInServer([[assignment("provisioning", "running")], [assignment("draining", "stopped")]])
     runtime = RecordingRuntime(hang=True)
+    server = StandInServer([[assignment("provisioning", "running")], [assignment("draining", "stopped")]],
+                           advance_when=lambda: ("inst_1", "starting") in server.reports)
     await run_agent(server, runtime, lambda: ("inst_1", "stopped") in server.reports)
     # The stand-in never applies reports, so its next answer still says draining and an agent that
     # polls again before the test stops it says `stopped` again: a repeat the server ignores.

@@ -73,6 +73,23 @@ def test_full_lifecycle_and_events(client: TestClient, fleet: Fleet, project_key
     assert host_view["gpus_free"] == 8 and host_view["ports_free"] == 100
 
 
+def test_ready_reported_while_provisioning_records_starting_too(client: TestClient, fleet: Fleet,
+                                                               project_key: str) -> None:
+    """An agent whose start finished at once says `ready` without `starting` first: the server takes
+    both steps of the lifecycle table, each with its event (before: 409, the instance stayed put)."""
+    host = fleet.host("h1")
+    iid = create(client, project_key)["id"]
+    answer = fleet.report(host, iid, "ready")  # type: ignore[arg-type]
+    assert answer.status_code == 200 and answer.json()["status"] == "ready"
+    inst = client.get(f"/v1/instances/{iid}", headers=auth(project_key)).json()
+    assert inst["status"] == "ready" and inst["ready_at"] is not None and inst["ip"] == "127.0.0.1"
+    events = client.get(f"/v1/instances/{iid}/events", headers=auth(project_key)).json()["data"]
+    assert [(e["from_status"], e["to_status"]) for e in events] == [
+        (None, "provisioning"), ("provisioning", "starting"), ("starting", "ready")]
+    assert fleet.report(host, iid, "ready").status_code == 200  # type: ignore[arg-type]  # a retry: no-op
+    assert len(client.get(f"/v1/instances/{iid}/events", headers=auth(project_key)).json()["data"]) == 3
+
+
 def test_restart_goes_through_stopped_and_back(client: TestClient, fleet: Fleet, project_key: str) -> None:
     host = fleet.host("h1")
     iid = create(client, project_key)["id"]

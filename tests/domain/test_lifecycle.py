@@ -118,7 +118,17 @@ def test_every_report_rule_leads_where_the_table_allows() -> None:
     # where each rule can apply: its own `current`, or draining for a drain's outcome
     for rule in REPORT_RULES:
         for current in rule.current or {S.DRAINING}:
-            assert can_transition(current, rule.then), rule
+            steps = [current, *([rule.via] if rule.via else []), rule.then]
+            assert all(can_transition(a, b) for a, b in zip(steps, steps[1:], strict=False)), rule
+
+
+def test_ready_reported_while_provisioning_goes_through_starting() -> None:
+    rule = report_rule(S.PROVISIONING, D.RUNNING, False, S.READY)
+    assert rule is not None and (rule.via, rule.then, rule.reason) == (S.STARTING, S.READY, None)
+    assert not can_transition(S.PROVISIONING, S.READY)  # the table itself is unchanged
+    for current in (S.STARTING, S.DRAINING):  # no other status skips a step
+        other = report_rule(current, D.RUNNING, False, S.READY)
+        assert other is not None and other.via is None
 
 
 # --- terminate ---

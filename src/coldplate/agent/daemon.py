@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 REPORT_ATTEMPTS = 5
 DEFAULT_HEARTBEAT_S = 5.0  # until the server's first answer names its interval
 MAX_RETRY_S = 5.0  # the longest wait between retries of a failing call (it doubles from retry_delay)
+# A start that is done within this is reported `ready` alone (the server records `starting` on the
+# way, lifecycle.REPORT_RULES); a longer one says `starting` once this has passed. It spares quick
+# starts a report and a transaction: at 10,000 hosts on PostgreSQL a third of POST → ready.
+QUIET_START_S = 0.2
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -48,7 +52,7 @@ class Agent:
     def __init__(self, *, server_url: str, join_token: str | None, spec: protocol.HostInfo, runtime: Runtime,
                  client: httpx.AsyncClient | None = None, poll_client: httpx.AsyncClient | None = None,
                  heartbeat_interval: float | None = None,
-                 poll_wait: float = 25.0, retry_delay: float = 0.5,
+                 poll_wait: float = 25.0, retry_delay: float = 0.5, quiet_start: float = QUIET_START_S,
                  gpu_usage: Callable[[list[int]], dict[str, float]] | None = None,
                  ssh: SshGateway | None = None, retention: WorkspaceRetention | None = None,
                  tokens: TokenStore | None = None) -> None:
@@ -66,6 +70,7 @@ class Agent:
         self.heartbeat_interval = heartbeat_interval if heartbeat_interval is not None else DEFAULT_HEARTBEAT_S
         self.poll_wait = poll_wait
         self.retry_delay = retry_delay
+        self.quiet_start = quiet_start
         self.hostnode_id: str | None = None
         self.token: str | None = None
         self._busy: dict[str, asyncio.Task[None]] = {}
@@ -372,21 +377,30 @@ class Agent:
         response.raise_for_status()
 
     async def _start(self, spec: Assignment) -> None:
-        if spec.status == "provisioning":
-            await self._report(spec.instance_id, "starting")
         self._starting.add(spec.instance_id)
+        starting = asyncio.create_task(self._boot(spec))
         try:
-            if self.ssh is not None:  # bound first: `ready` never points users at somebody else's program
-                await self.ssh.open(spec.instance_id, spec.ssh_port, spec.ssh_keys)
-            await self.runtime.start(spec)
+            if spec.status == "provisioning":
+                await asyncio.wait([starting], timeout=self.quiet_start)
+                if not starting.done():
+                    await self._report(spec.instance_id, "starting")
+            await starting
         except RuntimeFailure as exc:  # the SSH port taken (SshPortTaken) is one
             await self._close_ssh(spec.instance_id)
             reason = protocol.fit_text(str(exc), 1000, keep_end=False)
             await self._report(spec.instance_id, "failed", failure_reason=reason)
             return
         finally:
+            if not starting.done():  # a stop cancelled this start: the boot ends before the stop goes on
+                starting.cancel()
+                await asyncio.wait([starting])
             self._starting.discard(spec.instance_id)
         await self._report(spec.instance_id, "ready")
+
+    async def _boot(self, spec: Assignment) -> None:
+        if self.ssh is not None:  # bound first: `ready` never points users at somebody else's program
+            await self.ssh.open(spec.instance_id, spec.ssh_port, spec.ssh_keys)
+        await self.runtime.start(spec)
 
     async def _open_ssh(self, spec: Assignment) -> None:
         if self.ssh is not None:

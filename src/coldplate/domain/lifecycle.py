@@ -97,6 +97,7 @@ class ReportRule:
     reason: str | None = None  # the status_reason it records; None keeps the current one
     set_desired: Desired | None = None
     reprovision: bool = False  # provision again on the same host once `then` is reached
+    via: Status | None = None  # a step on the way to `then`, taken first: its own transition and event
 
     def matches(self, current: Status, desired: Desired, restart_pending: bool, reported: Status) -> bool:
         return (self.reported is reported and (self.current is None or current in self.current)
@@ -113,6 +114,9 @@ REPORT_RULES: tuple[ReportRule, ...] = (
                why="nobody asked: the workload ended by itself, so it stays stopped"),
     ReportRule(S.STOPPED, S.STOPPED, restart_pending=True, reprovision=True,
                why="a pending restart provisions again on the same host"),
+    ReportRule(S.READY, S.READY, current=frozenset({S.PROVISIONING}), via=S.STARTING,
+               why="a start so quick that the agent did not say `starting` first (agent QUIET_START_S): "
+                   "starting, then ready, two transitions and two events in one transaction"),
 )
 
 

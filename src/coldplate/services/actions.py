@@ -130,6 +130,8 @@ def report(session: Session, *, clock: Clock, host: Hostnode, inst: Instance, st
     if rule.set_desired is not None:
         inst.desired = rule.set_desired.value
     failure = (failure_reason or "the agent reported a failure") if status is S.FAILED else None
+    if rule.via is not None:
+        transition(session, clock=clock, inst=inst, target=rule.via)
     transition(session, clock=clock, inst=inst, target=rule.then, reason=rule.reason, failure_reason=failure)
     if rule.reprovision:
         try:
