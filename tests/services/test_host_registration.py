@@ -4,6 +4,7 @@ name only; a registered name needs that host's own agent token or an admin key."
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import event
 
 from coldplate.ids import is_secret, new_secret
 from coldplate.services import hostnodes, join_tokens
@@ -115,3 +116,24 @@ def test_a_proposed_token_that_is_malformed_or_another_hosts_is_not_taken(state:
     for weak in ("cpa_short", "cpa_" + "a" * 42 + "!", "cp_" + "a" * 43):
         _, token = register(state, f"h-{len(weak)}-{weak[-1]}", join_token=secret, credential=weak)
         assert token != weak and is_secret(token, "cpa")
+
+
+def test_the_join_tokens_use_is_the_registrations_last_statement(state: AppState) -> None:
+    """Its guarded UPDATE locks the token's row until the commit, and a whole fleet registers with
+    one token: taken first, the lock was held through the host's insert and its event, and on
+    PostgreSQL 10,000 registrations queued on it (200 s; 118 s with the use taken last)."""
+    token_id, secret = join(state)
+    statements: list[str] = []
+    engine = state.sessions.kw["bind"]
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement.lstrip().upper())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        register(state, "gpu-01", join_token=secret)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    writes = [s for s in statements if s.startswith(("INSERT", "UPDATE", "DELETE"))]
+    assert writes and writes[-1].startswith("UPDATE") and "JOIN_TOKENS" in writes[-1], writes
+    assert any("HOSTNODES" in s for s in writes[:-1]) and uses(state, token_id) == 1

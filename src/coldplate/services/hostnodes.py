@@ -86,10 +86,9 @@ def register(session: Session, *, clock: Clock, spec: HostInfo, join_token: str 
     if host is not None and not (own or admin):
         raise Forbidden(f"hostnode {spec.name!r} is already registered; re-registering it needs its own agent "
                         "token (kept in the agent's data directory) or an admin key", param="name")
-    if host is None and not admin:
-        if join_token is None:
-            raise Unauthorized("a new hostnode needs a join token", param="join_token")
-        join_tokens.use(session, clock=clock, secret=join_token)
+    spends = host is None and not admin
+    if spends and join_token is None:
+        raise Unauthorized("a new hostnode needs a join token", param="join_token")
     gpu_slug, region = _resolve_spec(spec)
     proposed = host is None and not admin and credential is not None and _free_agent_token(session, credential)
     token = credential if (own or proposed) and credential is not None else new_secret("cpa")
@@ -109,6 +108,10 @@ def register(session: Session, *, clock: Clock, spec: HostInfo, join_token: str 
     session.flush()
     outbox.record(session, clock=clock, project_id=ADMIN_PROJECT_ID, type="hostnode.registered",
                   data={"hostnode_id": host.id, "name": host.name})
+    if spends and join_token is not None:
+        # last: its UPDATE locks the token's row until the commit, and every new host of a fleet spends
+        # the same token (taken first, it held 16 registrations in a queue: 10,000 hosts took 200 s)
+        join_tokens.use(session, clock=clock, secret=join_token)
     return host, token
 
 
