@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 
 import httpx
@@ -24,6 +24,18 @@ app = typer.Typer(help="coldplate: a self-hosted GPU cloud.", no_args_is_help=Tr
 
 PARENT_PID = "COLDPLATE_PARENT_PID"  # set by `coldplate up` for the agents it starts
 DEFAULT_DATA_DIR = Path(os.environ.get("COLDPLATE_DATA_DIR", str(Path.home() / ".coldplate")))
+
+
+def _run(main: Coroutine[object, object, None]) -> None:
+    """asyncio.run on uvloop where it is installed (a sim fleet of 5,000 hosts spends a third less CPU
+    on it), else on the standard loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def _data_dir(value: Path | None) -> Path:
@@ -130,8 +142,8 @@ def agent(
             except FleetError as exc:
                 raise typer.BadParameter(str(exc), param_hint="--shard") from exc
         need_join_token([s.info.name for s in specs])
-        asyncio.run(until_signalled(run_sim_fleet(server_url=server_url, join_token=join_token, specs=specs,
-                                                  stop=stop, tokens=tokens, heartbeat_interval=heartbeat_interval)))
+        _run(until_signalled(run_sim_fleet(server_url=server_url, join_token=join_token, specs=specs,
+                                           stop=stop, tokens=tokens, heartbeat_interval=heartbeat_interval)))
         return
     lo, _, hi = port_range.partition("-")
     if not (lo.isdigit() and hi.isdigit()):
@@ -144,12 +156,12 @@ def agent(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--fake-gpus") from exc
     need_join_token([spec.name])
-    asyncio.run(until_signalled(run_local_agent(server_url=server_url, join_token=join_token, spec=spec,
-                                                runtime=make_runtime(runtime, spec, data_dir=_data_dir(data_dir),
-                                                                     unsandboxed=unsandboxed),
-                                                stop=stop, data_dir=_data_dir(data_dir),
-                                                heartbeat_interval=heartbeat_interval,
-                                                retention_days=workspace_retention_days)))
+    _run(until_signalled(run_local_agent(server_url=server_url, join_token=join_token, spec=spec,
+                                         runtime=make_runtime(runtime, spec, data_dir=_data_dir(data_dir),
+                                                              unsandboxed=unsandboxed),
+                                         stop=stop, data_dir=_data_dir(data_dir),
+                                         heartbeat_interval=heartbeat_interval,
+                                         retention_days=workspace_retention_days)))
 
 
 @app.command()
