@@ -27,8 +27,8 @@ DEFAULT_DATA_DIR = Path(os.environ.get("COLDPLATE_DATA_DIR", str(Path.home() / "
 
 
 def _run(main: Coroutine[object, object, None]) -> None:
-    """asyncio.run on uvloop where it is installed (a sim fleet of 5,000 hosts spends a third less CPU
-    on it), else on the standard loop."""
+    """asyncio.run on uvloop where it is installed (a dependency; a sim fleet of thousands of hosts is
+    mostly loop work), else on the standard loop."""
     try:
         import uvloop
     except ImportError:
