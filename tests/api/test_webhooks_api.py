@@ -269,3 +269,22 @@ def test_redirects_are_not_followed(client: TestClient, fleet: Fleet, project_ke
     clock.advance(6.1)
     dispatcher.run_once(state)
     assert len(receiver.received) == 1 and receiver.received[0].webhook_id == logged["id"]
+
+
+def test_every_type_of_event_written_can_be_subscribed_to(client: TestClient, fleet: Fleet,
+                                                          project_key: str) -> None:
+    """Before: `instance.reservation_extended` and `instance.desired_changed` were written and
+    delivered to all-events endpoints, but naming either in `event_types` was a 422."""
+    host = fleet.host("h-types")
+    created = client.post("/v1/instances", json={"name": "r", "gpu": "h100", "duration_hours": 1},
+                          headers=auth(project_key))
+    assert created.status_code == 201, created.text
+    fleet.report(host, created.json()["id"], "ready")  # type: ignore[arg-type]
+    assert client.post("/v1/instances/r/extend", json={"hours": 1}, headers=auth(project_key)).status_code == 200
+    assert client.post("/v1/instances/r/stop", headers=auth(project_key)).json()["status"] == "draining"
+    assert client.post("/v1/instances/r/terminate", headers=auth(project_key)).status_code == 200
+    events = client.get("/v1/events", params={"limit": 100}, headers=auth(project_key)).json()["data"]
+    types = {e["type"] for e in events}
+    assert {"instance.lifecycle", "instance.reservation_extended", "instance.desired_changed"} <= types
+    subscribed = hook(client, project_key, "https://hooks.example.com/all", event_types=sorted(types))
+    assert subscribed["event_types"] == sorted(types)

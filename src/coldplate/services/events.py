@@ -17,14 +17,16 @@ from sqlalchemy.orm import Session
 
 from coldplate.clock import as_utc, isoformat
 from coldplate.db.tables import Event, Instance
+from coldplate.domain.lifecycle import DESIRED_CHANGED
 from coldplate.services.errors import InvalidInput
 from coldplate.views import instance_view
 
 LIFECYCLE = "instance.lifecycle"
 # Every type a webhook may subscribe to (later features add theirs here).
 EVENT_TYPES = (
-    LIFECYCLE, "instance.updated", "instance.budget_threshold", "project.budget_exceeded", "webhook.disabled",
-    "hostnode.registered", "hostnode.online", "hostnode.updated", "hostnode.offline",
+    LIFECYCLE, "instance.updated", "instance.reservation_extended", DESIRED_CHANGED, "instance.budget_threshold",
+    "project.budget_exceeded", "webhook.disabled", "hostnode.registered", "hostnode.online", "hostnode.updated",
+    "hostnode.offline",
 )
 
 
