@@ -31,16 +31,10 @@ from typing import Any
 
 import httpx
 
-MATMUL = """
-import sys, time, torch
-a = torch.randn(8192, 8192, device="cuda")
-end = time.time() + float(sys.argv[1])
-while time.time() < end:
-    b = a @ a
-    torch.cuda.synchronize()
-"""
-VISIBLE = ("import torch; n = torch.cuda.device_count(); "
-           "print(n, torch.cuda.get_device_properties(0).uuid if n else '-')")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.gpu.workloads
+
+from tests.gpu.workloads import MATMUL, VISIBLE  # noqa: E402
+
 results: list[dict[str, Any]] = []
 
 

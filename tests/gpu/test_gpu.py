@@ -19,20 +19,10 @@ from coldplate.agent.local import local_host_spec
 from coldplate.agent.runtimes.base import Assignment
 from coldplate.agent.runtimes.process import ProcessRuntime
 from coldplate.domain import catalog
+from tests.gpu.workloads import MATMUL, VISIBLE
 
 FOUND = inventory.nvml_gpus()
 pytestmark = pytest.mark.skipif(FOUND is None, reason="no NVIDIA GPU (NVML found none)")
-
-MATMUL = """
-import sys, time, torch
-a = torch.randn(8192, 8192, device="cuda")
-end = time.time() + float(sys.argv[1])
-while time.time() < end:
-    b = a @ a
-    torch.cuda.synchronize()
-"""
-VISIBLE = "import torch; p = torch.cuda.get_device_properties(0); print(torch.cuda.device_count(), p.uuid)"
-
 
 def needs_torch_cuda() -> str:
     """A Python with torch and CUDA that the process runtime's sandbox shows (it sees /usr and /opt,
