@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -91,7 +92,7 @@ def main() -> int:
         check("utilisation while the matrix product runs (%)", peak is not None and peak >= 50, peak)
 
         inside = _exec(user, busy["id"], "ls -1 /dev | grep '^nvidia' | tr '\\n' ' '; echo; "
-                                         f"env -u CUDA_VISIBLE_DEVICES {python} -c \"{VISIBLE}\"")
+                                         f"env -u CUDA_VISIBLE_DEVICES {python} -c {shlex.quote(VISIBLE)}")
         check("inside the GPU instance: device nodes, then torch's count and UUID", inside["exit_code"] == 0
               and inside["stdout"].split("\n")[1].startswith(f"{count} "), inside["stdout"].strip())
 

@@ -5,6 +5,7 @@ has one); results from a machine with a GPU are recorded in docs/gpu-validation.
 from __future__ import annotations
 
 import asyncio
+import shlex
 import subprocess
 import sys
 import time
@@ -85,7 +86,7 @@ async def test_cuda_visible_devices_isolates_the_allocated_gpu(tmp_path: Path) -
     assert FOUND is not None
     index = FOUND.count - 1
     runtime = ProcessRuntime(data_dir=tmp_path, gpu_minors=inventory.nvml_minor_numbers())
-    s = spec(["sh", "-c", f"{python} -c '{VISIBLE}' > seen.txt; sleep 60"], [index])
+    s = spec(["sh", "-c", f"{python} -c {shlex.quote(VISIBLE)} > seen.txt; sleep 60"], [index])
     await runtime.start(s)
     try:
         path = runtime.workspace(s.instance_id) / "seen.txt"
@@ -134,6 +135,6 @@ async def test_an_instance_given_gpu_k_sees_only_gpu_k(tmp_path: Path) -> None:
     assert gpus == [f"nvidia{minors[index]}"]
     assert "nvidiactl" in listing and "nvidia-uvm" in listing
     python = needs_torch_cuda()
-    seen = await seen_from_inside(tmp_path, [index], f"env -u CUDA_VISIBLE_DEVICES {python} -c '{VISIBLE}'")
+    seen = await seen_from_inside(tmp_path, [index], f"env -u CUDA_VISIBLE_DEVICES {python} -c {shlex.quote(VISIBLE)}")
     count, seen_uuid = seen.split()
     assert count == "1" and FOUND.uuids[index].removeprefix("GPU-") == seen_uuid.removeprefix("GPU-")

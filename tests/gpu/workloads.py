@@ -9,6 +9,7 @@ while time.time() < end:
     b = a @ a
     torch.cuda.synchronize()
 """
-# Prints the CUDA devices the process sees: their count and the first one's UUID ('-' for none).
+# Prints the CUDA devices the process sees: their count and the first one's UUID (None for none).
+# Callers put it in a shell command line: shlex.quote it.
 VISIBLE = ("import torch; n = torch.cuda.device_count(); "
-           "print(n, torch.cuda.get_device_properties(0).uuid if n else '-')")
+           "print(n, torch.cuda.get_device_properties(0).uuid if n else None)")
