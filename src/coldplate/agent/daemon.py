@@ -378,22 +378,22 @@ class Agent:
 
     async def _start(self, spec: Assignment) -> None:
         self._starting.add(spec.instance_id)
-        starting = asyncio.create_task(self._boot(spec))
+        boot = asyncio.create_task(self._boot(spec))
         try:
             if spec.status == "provisioning":
-                await asyncio.wait([starting], timeout=self.quiet_start)
-                if not starting.done():
+                await asyncio.wait([boot], timeout=self.quiet_start)
+                if not boot.done():
                     await self._report(spec.instance_id, "starting")
-            await starting
+            await boot
         except RuntimeFailure as exc:  # the SSH port taken (SshPortTaken) is one
             await self._close_ssh(spec.instance_id)
             reason = protocol.fit_text(str(exc), 1000, keep_end=False)
             await self._report(spec.instance_id, "failed", failure_reason=reason)
             return
         finally:
-            if not starting.done():  # a stop cancelled this start: the boot ends before the stop goes on
-                starting.cancel()
-                await asyncio.wait([starting])
+            if not boot.done():  # a stop cancelled this start: the boot ends before the stop goes on
+                boot.cancel()
+                await asyncio.wait([boot])
             self._starting.discard(spec.instance_id)
         await self._report(spec.instance_id, "ready")
 

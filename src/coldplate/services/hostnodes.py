@@ -90,7 +90,7 @@ def register(session: Session, *, clock: Clock, spec: HostInfo, join_token: str 
     if spends and join_token is None:
         raise Unauthorized("a new hostnode needs a join token", param="join_token")
     gpu_slug, region = _resolve_spec(spec)
-    proposed = host is None and not admin and credential is not None and _free_agent_token(session, credential)
+    proposed = spends and credential is not None and _free_agent_token(session, credential)
     token = credential if (own or proposed) and credential is not None else new_secret("cpa")
     now = clock.now()
     if host is None:
