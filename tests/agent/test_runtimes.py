@@ -232,6 +232,30 @@ async def test_process_workloads_are_adopted_by_the_next_agent(tmp_path: Path) -
     await first.purge("inst_adopt")
 
 
+async def test_a_start_cancelled_at_any_moment_leaves_nothing_running(tmp_path: Path) -> None:
+    """Found by scripts/gpu_check.py: a terminate that cancelled a start a few milliseconds in (while
+    the sandbox was being spawned) left the workload running, unknown to the runtime, so the stop
+    that followed found nothing to end and the GPUs the server freed were still in use. Measured
+    before the fix: 2 processes left at 1-10 ms on asyncio's loop, 1 at 10 ms on uvloop's."""
+    runtime = ProcessRuntime(data_dir=tmp_path)
+    marker = str(3000 + uuid.uuid4().int % 1000)
+    for i, delay in enumerate((0.0, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05)):
+        s = Assignment(instance_id=f"inst_cut{i}", name="t", desired="running", status="provisioning", image="x",
+                       cmd=["sleep", marker])
+        start = asyncio.create_task(runtime.start(s))
+        await asyncio.sleep(delay)
+        start.cancel()
+        await asyncio.wait([start])
+        await runtime.stop(s.instance_id, grace_seconds=0, force=True)
+        await runtime.purge(s.instance_id)
+    await asyncio.sleep(0.2)
+    left = [p for p in psutil.process_iter(["cmdline", "status"])
+            if p.info["cmdline"] == ["sleep", marker] and p.info["status"] != psutil.STATUS_ZOMBIE]
+    for process in left:
+        process.kill()
+    assert left == [] and await runtime.running() == set()
+
+
 async def test_a_reused_pid_is_not_adopted(tmp_path: Path) -> None:
     runtime = ProcessRuntime(data_dir=tmp_path)
     s = Assignment(instance_id="inst_gone", name="t", desired="running", status="provisioning", image="x",

@@ -230,35 +230,50 @@ class ProcessRuntime:
                 out.write(sandbox.env_file(env))
             os.chown(env_path, identity.uid, identity.gid)
         launch_env = dict(sandbox.HOST_ENV) if use_bwrap else env
-        output = open(self.instance_dir(spec.instance_id) / "output.log", "ab")  # noqa: SIM115
-        procs = self._cgroups(spec)
-        read_fd, write_fd = os.pipe()
+
+        async def launch() -> tuple[asyncio.subprocess.Process, Running]:
+            output = open(self.instance_dir(spec.instance_id) / "output.log", "ab")  # noqa: SIM115
+            procs = self._cgroups(spec)
+            read_fd, write_fd = os.pipe()
+            try:
+                # bubblewrap writes the sandboxed command's pid to --info-fd: that is where SIGTERM goes
+                sandboxed = ([*self._bwrap(spec, identity, etc_dir, env_path, mounts), "--info-fd", str(write_fd),
+                              "--", *identity.setpriv(), *sandbox.ENV_LOADER] if use_bwrap else [])
+                process = await asyncio.create_subprocess_exec(
+                    *sandboxed, *command, cwd=workspace, env=launch_env, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=output, stderr=output, start_new_session=True, pass_fds=(write_fd,) if use_bwrap else (),
+                    preexec_fn=joiner(procs) if procs else None)
+            except OSError as exc:
+                raise RuntimeFailure(f"the command could not be started: {exc}") from exc
+            finally:
+                os.close(write_fd)
+                output.close()
+            main_pid = process.pid
+            if use_bwrap:
+                with os.fdopen(read_fd, "rb") as info:
+                    raw = await asyncio.to_thread(info.read)
+                with contextlib.suppress(ValueError, KeyError):
+                    main_pid = int(json.loads(raw)["child-pid"])
+            else:
+                os.close(read_fd)
+            prefix = [*join_command(procs), *sandbox.enter_args(main_pid, identity)] if use_bwrap else []
+            running = Running(leader_pid=process.pid, main_pid=main_pid, env=launch_env, process=process, prefix=prefix,
+                              internal_ports=[p.internal_port for p in spec.ports])
+            self.running_[spec.instance_id] = running
+            self._record(spec, running)
+            return process, running
+
+        # Once the sandbox is being spawned it must be recorded, cancelled or not: a stop that cancels
+        # this start then finds it and ends it. Cancelled mid-spawn, it ran on, unknown to the runtime
+        # (bwrap killed, its sandbox not), holding the GPUs the server had freed.
+        launching = asyncio.ensure_future(launch())
         try:
-            # bubblewrap writes the sandboxed command's pid to --info-fd: that is where SIGTERM goes
-            launch = ([*self._bwrap(spec, identity, etc_dir, env_path, mounts), "--info-fd", str(write_fd), "--",
-                       *identity.setpriv(), *sandbox.ENV_LOADER] if use_bwrap else [])
-            process = await asyncio.create_subprocess_exec(
-                *launch, *command, cwd=workspace, env=launch_env, stdin=asyncio.subprocess.DEVNULL, stdout=output,
-                stderr=output, start_new_session=True, pass_fds=(write_fd,) if use_bwrap else (),
-                preexec_fn=joiner(procs) if procs else None)
-        except OSError as exc:
-            raise RuntimeFailure(f"the command could not be started: {exc}") from exc
-        finally:
-            os.close(write_fd)
-            output.close()
-        main_pid = process.pid
-        if use_bwrap:
-            with os.fdopen(read_fd, "rb") as info:
-                raw = await asyncio.to_thread(info.read)
-            with contextlib.suppress(ValueError, KeyError):
-                main_pid = int(json.loads(raw)["child-pid"])
-        else:
-            os.close(read_fd)
-        prefix = [*join_command(procs), *sandbox.enter_args(main_pid, identity)] if use_bwrap else []
-        running = Running(leader_pid=process.pid, main_pid=main_pid, env=launch_env, process=process, prefix=prefix,
-                          internal_ports=[p.internal_port for p in spec.ports])
-        self.running_[spec.instance_id] = running
-        self._record(spec, running)
+            process, running = await asyncio.shield(launching)
+        except asyncio.CancelledError:
+            await asyncio.wait([launching])
+            if not launching.cancelled():
+                launching.exception()  # seen: the start ends cancelled whatever the launch's outcome
+            raise
 
         async def exited() -> RuntimeFailure | None:
             if process.returncode is None:
