@@ -64,6 +64,7 @@ def main() -> int:
     cp = [sys.executable, "-m", "coldplate"]
     server = subprocess.Popen([*cp, "server", "--data-dir", str(data / "server"), "--port", str(args.port)])
     agent: subprocess.Popen[bytes] | None = None
+    user: httpx.Client | None = None
     try:
         until(lambda: _healthy(url), lambda ok: ok == 1, 60)
         admin = httpx.Client(base_url=url, timeout=120,
@@ -107,11 +108,11 @@ def main() -> int:
         low = until(lambda: _util(user, idle["id"]), lambda u: u <= 5, 60)
         check("utilisation of the same GPU once the product stopped (%)", low is not None and low <= 5, low)
 
-        for inst in (busy, idle):
-            user.delete(f"/v1/instances/{inst['id']}")
     except Exception as error:  # report what broke, with the checks that ran before it
         check("the run completed", False, repr(error))
     finally:
+        if user is not None:  # workloads outlive their agent: end them while it runs
+            _terminate_all(user)
         for process in (agent, server):
             if process is not None:
                 process.terminate()
@@ -143,6 +144,13 @@ def _create(user: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     if answer.status_code != 201:
         raise RuntimeError(f"create {body['name']}: {answer.status_code} {answer.text}")
     return dict(answer.json())
+
+
+def _terminate_all(user: httpx.Client) -> None:
+    for inst in user.get("/v1/instances").json()["data"]:
+        if inst["status"] != "terminated":
+            user.post(f"/v1/instances/{inst['id']}/terminate", json={"force": True, "grace_seconds": 0})
+            user.get(f"/v1/instances/{inst['id']}/wait", params={"status": "terminated", "timeout": 30})
 
 
 def _exec(user: httpx.Client, instance_id: str, script: str) -> dict[str, Any]:
