@@ -51,6 +51,8 @@ async def _running(state: AppState) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan (signals bound, listener started), called over ASGI."""
     app = create_app(state)
     async with app.router.lifespan_context(app):
+        if state.listener is not None:  # its connection resets the signals: a read the tests would count
+            await _until(state.listener.connected.is_set)
         limits = httpx.Limits(max_connections=None)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cp",
                                      timeout=60, limits=limits) as client:
@@ -353,3 +355,22 @@ def test_a_stalled_listener_connection_is_replaced_and_loses_no_wake_up(pg_url: 
     finally:
         proxy.close()
         engine.dispose()
+
+
+def test_the_listener_stops_when_the_apps_run_ends_in_an_error(state: AppState) -> None:
+    """Found in CI: a test that failed inside the app's lifespan left its listener thread running;
+    once the test's database was dropped it logged a reconnect warning every half second, which
+    failed later tests that assert no warnings."""
+    if state.sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("the listener runs on PostgreSQL only")
+    app = create_app(state)
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            assert state.listener is not None
+            await _until(state.listener.connected.is_set)
+            raise RuntimeError("the app's run ends in an error")
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(main())
+    assert state.listener is not None and not state.listener._thread.is_alive()

@@ -42,11 +42,13 @@ def create_app(app_state: AppState, *, background: Background | None = None) -> 
         app_state.signals.bind(asyncio.get_running_loop())
         stop_listening = app_state.listen()
         tasks = background(app_state) if background is not None else []
-        yield
-        stop_listening()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            yield
+        finally:  # also when the app's run ends in an error: the listener thread would reconnect for ever
+            stop_listening()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # FastAPI's own OpenTelemetry hooks are off: coldplate exports none, and asking on every request
     # whether a provider was configured cost about a twentieth of the server's CPU under a fleet.
