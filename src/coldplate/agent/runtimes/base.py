@@ -7,9 +7,11 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from coldplate.protocol import Assignment
+
+T = TypeVar("T")
 
 START_CHECK_S = 0.5  # a workload that dies this soon after start failed to start
 BOOT_TIMEOUT_S = 1800.0  # how long a first boot's cloud-init may take
@@ -114,6 +116,20 @@ def exited_during_start(what: str, code: int | None, output: str) -> RuntimeFail
     """The failure a user reads when the workload died right after starting."""
     return RuntimeFailure(f"the {what} exited during start ({exit_message(code)})"
                           + (f"; last output: {output}" if output else ""))
+
+
+async def launched(launch: Awaitable[T]) -> T:
+    """Run `launch` to its end even if the caller is cancelled meanwhile (then the cancellation takes
+    effect): a workload whose launch has begun must be where the stop that cancelled its start finds
+    it. Cancelled mid-launch, a sandbox or container ran on, unknown, on GPUs the server had freed."""
+    task = asyncio.ensure_future(launch)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # seen: the start ends cancelled whatever the launch's outcome
+        raise
 
 
 async def await_start(spec: Assignment, *, exited: Callable[[], Awaitable[RuntimeFailure | None]],

@@ -46,6 +46,7 @@ from coldplate.agent.runtimes.base import (
     exit_message,
     exited_during_start,
     gpu_env,
+    launched,
 )
 
 log = logging.getLogger(__name__)
@@ -129,13 +130,7 @@ class DockerRuntime:
         return remapped
 
     async def start(self, spec: Assignment) -> None:
-        launching = asyncio.ensure_future(asyncio.to_thread(self._launch, spec))
-        try:
-            container = await asyncio.shield(launching)
-        except asyncio.CancelledError:  # let the launch finish, so the stop that follows finds the container
-            with contextlib.suppress(Exception):
-                await launching
-            raise
+        container = await launched(asyncio.to_thread(self._launch, spec))
 
         async def exited() -> RuntimeFailure | None:
             return await asyncio.to_thread(self._exited, container)

@@ -50,6 +50,7 @@ from coldplate.agent.runtimes.base import (
     exit_message,
     exited_during_start,
     gpu_env,
+    launched,
 )
 from coldplate.agent.runtimes.cgroups import Cgroups, Limits, join_command, joiner
 from coldplate.agent.runtimes.identities import WorkloadUids, own
@@ -263,17 +264,7 @@ class ProcessRuntime:
             self._record(spec, running)
             return process, running
 
-        # Once the sandbox is being spawned it must be recorded, cancelled or not: a stop that cancels
-        # this start then finds it and ends it. Cancelled mid-spawn, it ran on, unknown to the runtime
-        # (bwrap killed, its sandbox not), holding the GPUs the server had freed.
-        launching = asyncio.ensure_future(launch())
-        try:
-            process, running = await asyncio.shield(launching)
-        except asyncio.CancelledError:
-            await asyncio.wait([launching])
-            if not launching.cancelled():
-                launching.exception()  # seen: the start ends cancelled whatever the launch's outcome
-            raise
+        process, running = await launched(launch())  # spawned means recorded (killed bwrap leaves its sandbox)
 
         async def exited() -> RuntimeFailure | None:
             if process.returncode is None:
