@@ -27,15 +27,10 @@ DEFAULT_DATA_DIR = Path(os.environ.get("COLDPLATE_DATA_DIR", str(Path.home() / "
 
 
 def _run(main: Coroutine[object, object, None]) -> None:
-    """asyncio.run on uvloop where it is installed (a dependency; a sim fleet of thousands of hosts is
-    mostly loop work), else on the standard loop."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+    """asyncio.run on uvloop (a sim fleet of thousands of hosts is mostly loop work)."""
+    import uvloop
+
+    uvloop.run(main)
 
 
 def _data_dir(value: Path | None) -> Path:

@@ -23,7 +23,7 @@ def record(session: Session, *, clock: Clock, samples: Sequence[tuple[str, str, 
     is dropped."""
     if not samples:
         return 0
-    ids = sorted({instance_id for _, instance_id, _ in samples})
+    ids = list({instance_id for _, instance_id, _ in samples})
     on = {row.id: row.hostnode_id for part in _chunks(ids)
           for row in session.execute(select(Instance.id, Instance.hostnode_id).where(Instance.id.in_(part)))}
     now = clock.now()
